@@ -1,0 +1,15 @@
+"""Consumers: the streaming runtime and ready-made online learners."""
+
+from .runtime import Consumer
+from .streaming import StreamingFunction, streaming
+
+__all__ = ["Consumer", "StreamingFunction", "streaming"]
+
+
+def __getattr__(name: str):
+    # Learners import numpy/scikit-learn machinery; load them on first use.
+    if name in ("OnlineLinearRegression", "OnlineKMeans", "PartialFit", "Learner"):
+        from . import learners
+
+        return getattr(learners, name)
+    raise AttributeError(name)

@@ -1,0 +1,275 @@
+"""The consumer loop: claim → run → commit, with leases, retries and graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..delivery import Claimed, Cursor, Waiting, ensure_group
+from ..emitters.base import Emitter
+from ..errors import ConsumerError
+from ..items import now_ms
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..stream import Stream
+
+log = logging.getLogger("streamlog")
+
+#: how often a consumer looks for windows whose lease expired (seconds, at most)
+RECLAIM_EVERY = 1.0
+#: the gap-proof probe (last offset) runs at least this often while idle (seconds)
+FULL_PROBE_EVERY = 1.0
+
+
+class Renewer:
+    """Renews the lease of the window being processed, from a background thread.
+
+    ``stop()`` returns only once no renewal is in flight, so a renewal can never
+    land after the commit that follows it.
+    """
+
+    def __init__(self, cursor: Cursor):
+        self.cursor = cursor
+        self.interval = cursor.lease_ms / 3000
+        self._claimed: Claimed | None = None
+        self._cond = threading.Condition()
+        self._write = threading.Lock()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, claimed: Claimed) -> None:
+        with self._cond:
+            self._claimed = claimed
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="streamlog-lease", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._claimed = None
+            self._cond.notify()
+        with self._write:  # wait out a renewal in flight
+            pass
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._claimed = None
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._claimed is None and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                claimed = self._claimed
+                self._cond.wait(self.interval)
+                if self._claimed is not claimed or claimed is None:
+                    continue
+                self._write.acquire()
+            try:
+                self.cursor.renew(claimed, now_ms())
+            except Exception as exc:  # the commit will tell; a missed renewal is not fatal
+                log.warning("could not renew the lease of window #%d: %s", claimed.claim.seq, exc)
+            finally:
+                self._write.release()
+
+
+def _as_items(result: Any) -> list[dict]:
+    if isinstance(result, dict):
+        return [result]
+    if hasattr(result, "to_dict") and hasattr(result, "columns"):
+        return result.to_dict("records")
+    if isinstance(result, (list, tuple)) and all(isinstance(r, dict) for r in result):
+        return list(result)
+    raise ConsumerError(
+        f"a consumer with sink= must return a dict, a list of dicts, a DataFrame or None, "
+        f"not {type(result).__name__}")
+
+
+class Consumer:
+    """Runs ``fn`` on the windows ``emitter`` cuts from ``stream`` for ``group``.
+
+    * ``blocking=True``: runs until :meth:`stop`, SIGINT or SIGTERM; the window in
+      progress is finished and committed first. Idle, it probes for new items with
+      a back-off from 1 ms to the backend's ``max_poll`` (5 ms SQLite, 10 ms MongoDB).
+    * ``blocking=False``: processes every window ready now (at most ``max_windows``)
+      and returns.
+
+    :meth:`run` returns the number of windows processed successfully.
+    """
+
+    def __init__(self, stream: "Stream", fn: Callable, emitter: Emitter, *, group: str = "default",
+                 start: str | int = "earliest", sink: "Stream | None" = None, blocking: bool = True,
+                 lease: float = 30.0, max_retries: int = 3, max_windows: int | None = None,
+                 time_field: str | None = None, poll: float | None = None):
+        if not callable(fn):
+            raise ConsumerError(f"the consumer must be callable, not {type(fn).__name__}")
+        self.stream = stream
+        self.fn = fn
+        self.emitter = emitter
+        self.group_name = group
+        self.start = start
+        self.sink = sink
+        self.blocking = blocking
+        self.lease = lease
+        self.max_retries = max_retries
+        self.max_windows = max_windows
+        self.time_field = time_field
+        self.max_poll = poll if poll is not None else stream.store.max_poll
+        self.processed = 0
+        self.failed = 0
+        self._stop = threading.Event()
+
+    # -- control --------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish the current window, commit it and return. Thread-safe."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _install_signals(self) -> dict:
+        if not self.blocking or threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def handler(signum, frame):
+            if self._stop.is_set():  # a second signal: stop now
+                for sig, old in previous.items():
+                    signal.signal(sig, old)
+                raise KeyboardInterrupt
+            log.info("signal %d: finishing the current window, then stopping", signum)
+            self._stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self) -> int:
+        group = ensure_group(self.stream, self.group_name, self.start)
+        cursor = Cursor(self.stream, group, self.emitter, lease=self.lease,
+                        max_retries=self.max_retries, time_field=self.time_field)
+        self.cursor = cursor
+        renewer = Renewer(cursor)
+        previous = self._install_signals()
+        next_reclaim = 0.0
+        try:
+            while not self._stop.is_set():
+                left = None if self.max_windows is None else self.max_windows - self.processed
+                if left is not None and left <= 0:
+                    break
+                now = now_ms()
+                result: Claimed | Waiting | None = None
+                if time.monotonic() >= next_reclaim:
+                    next_reclaim = time.monotonic() + min(RECLAIM_EVERY, self.lease / 4)
+                    result = cursor.reclaim(now)
+                if result is None:
+                    result = cursor.claim(now, left)
+                if result is None:
+                    continue  # lost a race for the next window: try again at once
+                if isinstance(result, Waiting):
+                    if not self.blocking:
+                        break
+                    self._wait(result)
+                    continue
+                if not self._process(cursor, renewer, result):
+                    next_reclaim = 0.0  # released for retry: pick it up again now
+        finally:
+            renewer.close()
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+        return self.processed
+
+    def _process(self, cursor: Cursor, renewer: Renewer, claimed: Claimed) -> bool:
+        if claimed.claim.attempt > self.max_retries + 1:
+            # Taken over after the last allowed attempt died with its process: do not run it again.
+            cursor.dead_letter(claimed, claimed.previous_error or "too many attempts",
+                               attempts=claimed.claim.attempt - 1)
+            return True
+        renewer.start(claimed)
+        done = 0
+        try:
+            for window in claimed.windows(self.stream):
+                result = self.fn(window)
+                if self.sink is not None and result is not None:
+                    self.sink.extend(_as_items(result))
+                done += 1
+        except Exception as exc:
+            renewer.stop()
+            error = f"{type(exc).__name__}: {exc}"
+            self.failed += 1
+            c = claimed.claim
+            if cursor.exhausted(claimed):
+                log.error("window %s/%s #%d failed on attempt %d of %d:\n%s", c.stream, c.group, c.seq,
+                          c.attempt, self.max_retries + 1, traceback.format_exc())
+                cursor.dead_letter(claimed, error)
+                return True
+            log.warning("window %s/%s #%d failed on attempt %d of %d (will retry): %s", c.stream, c.group,
+                        c.seq, c.attempt, self.max_retries + 1, error)
+            cursor.release(claimed, error)
+            return False
+        except BaseException:
+            renewer.stop()  # KeyboardInterrupt/SystemExit: the lease lapses, another consumer retries
+            raise
+        renewer.stop()
+        cursor.commit(claimed)
+        self.processed += done
+        return True
+
+    def _wait(self, waiting: Waiting) -> None:
+        """Sleep until the emitter's deadline or until enough new items may be pending."""
+        store = self.stream.store
+        name = self.stream.name
+        wait = waiting.wait
+        want = wait.pending if wait.pending is not None else None
+        if wait.until is None and want is None:
+            want = 1
+        seen = waiting.seen
+        interval = 0.001
+        version = store.version()
+        next_full = time.monotonic() + FULL_PROBE_EVERY
+        while not self._stop.is_set():
+            now = now_ms()
+            if wait.until is not None and now >= wait.until:
+                return
+            if want is not None:
+                changed = True
+                if version is not None:
+                    current = store.version()
+                    changed = current != version
+                    version = current
+                if changed or time.monotonic() >= next_full:
+                    if time.monotonic() >= next_full:
+                        next_full = time.monotonic() + FULL_PROBE_EVERY
+                        last = store.last_offset(name)
+                        grew = last is not None and last > seen
+                    else:
+                        grew = store.has_offset(name, seen + 1)
+                        last = None
+                    if grew:
+                        if want <= 1:
+                            return
+                        last = store.last_offset(name) if last is None else last
+                        if last - waiting.after >= want:
+                            return
+                        seen = last
+                        interval = 0.001
+            sleep = interval
+            if wait.until is not None:
+                sleep = min(sleep, max(0.0, (wait.until - now) / 1000))
+            if want is None and wait.until is not None:
+                sleep = max(0.0, (wait.until - now) / 1000)  # nothing to probe: sleep through
+            self._stop.wait(sleep)
+            interval = min(interval * 2, self.max_poll)

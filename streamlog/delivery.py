@@ -1,0 +1,312 @@
+"""Consumer groups on top of the store contract: the chain of claims.
+
+A group's windows form a chain. Window ``seq`` covers the offsets right after
+window ``seq - 1`` (``lo = previous.hi + 1``), so every item falls in exactly one
+window, and the windows come in offset order. To claim the next window a consumer
+reads the chain head, lets the emitter choose the window, and inserts attempt 1 of
+window ``head.seq + 1``. Two consumers building on the same head insert the same key
+and the store lets exactly one succeed: the loser re-reads the head and tries again.
+
+A claim attempt carries a lease. The owner renews it while its function runs and
+then commits. A failing function releases the attempt (lease set to 0); a dead
+process simply stops renewing. Either way the attempt turns up in ``expired`` and
+any consumer of the group takes the window over by inserting the next attempt —
+the same unique-insert arbitration — and closes the old one. After
+``max_retries + 1`` attempts the window's items go to the dead-letter stream.
+
+Round trips per window on MongoDB: claim = read items + insert (+ a head read after
+a conflict or when the cached head is stale), commit = one update; a reclaim scan
+(one query) runs at most once a second. None of them depends on window size or
+stream length beyond the items themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from .emitters.base import Emit, Emitter, Pending, Wait
+from .errors import ConsumerError
+from .items import datetime_to_ms, now_ms
+from .store.base import ACTIVE, DEAD, Batch, Claim, Group
+from .window import Window
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .stream import Stream
+
+log = logging.getLogger("streamlog")
+
+#: a consumer trusts its own last claim as the chain head for this long (ms); older
+#: claims are re-read. Well below the hour that trim keeps closed claims for.
+HEAD_CACHE_MS = 60_000
+
+
+@dataclass(slots=True)
+class Head:
+    """The end of a group's chain: last window ``seq``, its last offset and end time."""
+
+    seq: int
+    hi: int
+    end: int | None
+
+
+def start_offset(stream: "Stream", start: str | int) -> int:
+    if start == "earliest":
+        return 0
+    if start == "latest":
+        last = stream.store.last_offset(stream.name)
+        return 0 if last is None else last + 1
+    if isinstance(start, int) and not isinstance(start, bool) and start >= 0:
+        return start
+    raise ConsumerError(f"start must be 'earliest', 'latest' or an offset >= 0, not {start!r}")
+
+
+def ensure_group(stream: "Stream", name: str, start: str | int = "earliest") -> Group:
+    """Get or create a group; an existing group keeps its start."""
+    for group in stream.store.groups(stream.name):
+        if group.name == name:
+            return group
+    return stream.store.create_group(stream.name, name, start_offset(stream, start))
+
+
+def head_of(stream: "Stream", group: Group) -> Head:
+    claim = stream.store.last_claim(stream.name, group.name)
+    if claim is None:
+        return Head(0, group.start - 1, None)
+    return Head(claim.seq, claim.hi, claim.end)
+
+
+def _latest_attempts(claims: list[Claim]) -> list[Claim]:
+    """One open attempt per window (the newest), by seq."""
+    newest: dict[tuple[str, int], Claim] = {}
+    for claim in claims:
+        key = (claim.group, claim.seq)
+        if key not in newest or claim.attempt > newest[key].attempt:
+            newest[key] = claim
+    return sorted(newest.values(), key=lambda c: (c.group, c.seq))
+
+
+def group_state(stream: "Stream", group: Group) -> dict:
+    """Counts for ``info``: pending (not yet processed), claimed (being processed),
+    failed (released, waiting for a retry), windows (committed or in flight)."""
+    store = stream.store
+    head = head_of(stream, group)
+    open_claims = _latest_attempts(store.open_claims(stream.name, group.name))
+    now = now_ms()
+    waiting = store.count(stream.name, after=head.hi)
+    return {
+        "start": group.start,
+        "pending": waiting + sum(c.count for c in open_claims),
+        "claimed": sum(c.count for c in open_claims if c.state == ACTIVE and c.lease >= now),
+        "failed": sum(c.count for c in open_claims if c.state != ACTIVE),
+        "windows": head.seq,
+        "next_offset": head.hi + 1,
+    }
+
+
+def processed_floor(stream: "Stream", group: Group) -> int:
+    """The lowest offset the group has not processed: items below it are done."""
+    open_claims = stream.store.open_claims(stream.name, group.name)
+    if open_claims:
+        return min(c.lo for c in open_claims)
+    return head_of(stream, group).hi + 1
+
+
+def unprocessed(stream: "Stream", group_name: str, limit: int | None) -> Batch:
+    """Items a group has not processed yet: its open windows, then everything after its head."""
+    store = stream.store
+    group = next((g for g in store.groups(stream.name) if g.name == group_name), None)
+    if group is None:
+        group = Group(stream.name, group_name, 0, 0)
+    batch = Batch()
+    for claim in _latest_attempts(store.open_claims(stream.name, group_name)):
+        left = None if limit is None else limit - len(batch)
+        if left is not None and left <= 0:
+            return batch
+        if claim.hi >= claim.lo:
+            batch.extend(store.read(stream.name, claim.lo, left, end=claim.hi))
+    left = None if limit is None else limit - len(batch)
+    if left is None or left > 0:
+        batch.extend(store.read(stream.name, head_of(stream, group).hi + 1, left))
+    return batch
+
+
+def event_times(field: str):
+    """A function mapping a batch to its items' event times (ms): ``data[field]`` as a
+    datetime, an ISO-8601 string or epoch seconds; the append time when it is missing
+    or unreadable (logged once per consumer)."""
+    warned = False
+
+    def times(batch: Batch) -> list[int]:
+        nonlocal warned
+        out = []
+        for data, appended in zip(batch.data, batch.times):
+            value = data.get(field)
+            try:
+                if isinstance(value, datetime):
+                    out.append(datetime_to_ms(value))
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    out.append(int(value * 1000))
+                elif isinstance(value, str):
+                    out.append(datetime_to_ms(datetime.fromisoformat(value)))
+                else:
+                    raise ValueError(value)
+            except (ValueError, OverflowError):
+                if not warned:
+                    log.warning("item without a usable %r field; using its append time", field)
+                    warned = True
+                out.append(appended)
+        return out
+
+    return times
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A window this consumer holds: the claim attempt and its items."""
+
+    claim: Claim
+    batch: Batch
+    times: list[int]  # window times (event time when configured)
+    previous_error: str | None = None
+
+    def windows(self, stream: "Stream") -> list[Window]:
+        """The window(s) to deliver: one, or a fixed-time window followed by empty ones."""
+        c, b = self.claim, self.batch
+        if c.windows <= 1:
+            start = c.start if c.start is not None else (self.times[0] if self.times else None)
+            end = c.end if c.end is not None else (self.times[-1] if self.times else None)
+            late = sum(1 for t in self.times if t < c.start) if c.start is not None else 0
+            return [Window(stream, c.group, c.seq, c.attempt, b.offsets, b.times, b.data, start, end, late)]
+        step = (c.end - c.start) // c.windows
+        late = sum(1 for t in self.times if t < c.start)
+        first = Window(stream, c.group, c.seq, c.attempt, b.offsets, b.times, b.data, c.start, c.start + step, late)
+        return [first] + [
+            Window(stream, c.group, c.seq, c.attempt, [], [], [], c.start + i * step, c.start + (i + 1) * step)
+            for i in range(1, c.windows)
+        ]
+
+
+@dataclass(slots=True)
+class Waiting:
+    """Nothing to claim: the emitter's wait, plus what the waiter should watch."""
+
+    wait: Wait
+    after: int  # last offset claimed by the group
+    seen: int  # last pending offset the emitter saw
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Cursor:
+    """One consumer's handle on a group: claims, commits, releases and reclaims windows."""
+
+    def __init__(self, stream: "Stream", group: Group, emitter: Emitter, *, lease: float,
+                 max_retries: int, time_field: str | None = None, owner: str | None = None):
+        self.stream = stream
+        self.store = stream.store
+        self.group = group
+        self.emitter = emitter
+        self.lease_ms = max(1, round(lease * 1000))
+        self.max_retries = max_retries
+        self.owner = owner or new_owner()
+        self._times = event_times(time_field) if time_field else None
+        self._head: Head | None = None
+        self._head_at = 0
+
+    # -- claiming -------------------------------------------------------------
+
+    def _load(self, start: int, limit: int | None) -> Batch:
+        return self.store.read(self.stream.name, start, limit)
+
+    def reclaim(self, now: int) -> Claimed | None:
+        """Take over the oldest expired or released window of the group, if any."""
+        for old in self.store.expired(self.stream.name, self.group.name, now):
+            new = replace(old, attempt=old.attempt + 1, owner=self.owner, lease=now + self.lease_ms,
+                          state=ACTIVE, error=None, created=now)
+            won = self.store.claim(new)
+            # Close the replaced attempt either way (idempotent) so scans stay short.
+            self.store.supersede(old)
+            if not won:
+                continue
+            batch = self.store.read(self.stream.name, new.lo, None, end=new.hi) if new.hi >= new.lo else Batch()
+            error = old.error or f"lease expired during attempt {old.attempt} (consumer {old.owner} stopped)"
+            return Claimed(new, batch, self._times(batch) if self._times else batch.times, error)
+        return None
+
+    def head(self, now: int) -> Head:
+        if self._head is None or now - self._head_at > HEAD_CACHE_MS:
+            self._head = head_of(self.stream, self.group)
+            self._head_at = now
+        return self._head
+
+    def claim(self, now: int, max_windows: int | None = None) -> Claimed | Waiting | None:
+        """Claim the group's next window if the emitter says one is ready.
+
+        Returns the claimed window, a :class:`Waiting` when nothing is ready, or None
+        when another consumer claimed first (call again at once).
+        """
+        head = self.head(now)
+        pending = Pending(head.hi, head.end, self._load, self._times)
+        decision = self.emitter.select(pending, now)
+        if isinstance(decision, Wait):
+            return Waiting(decision, head.hi, pending.seen)
+        if not isinstance(decision, Emit):
+            raise ConsumerError(f"{self.emitter!r}.select() returned {decision!r}, not Emit or Wait")
+        windows = decision.windows
+        if max_windows is not None and windows > max_windows >= 1:
+            windows = max_windows  # the extra windows of a run are empty: just claim fewer
+        end = decision.end
+        if windows != decision.windows and decision.start is not None and decision.end is not None:
+            end = decision.start + (decision.end - decision.start) // decision.windows * windows
+        batch, times = pending.take(decision.count)
+        if len(batch) < decision.count:
+            raise ConsumerError(f"{self.emitter!r} emitted {decision.count} items but only {len(batch)} are pending")
+        hi = batch.offsets[-1] if decision.count else head.hi
+        claim = Claim(self.stream.name, self.group.name, head.seq + 1, 1, head.hi + 1, hi, decision.count,
+                      decision.start, end, windows, self.owner, now + self.lease_ms, ACTIVE, None, now)
+        if not self.store.claim(claim):
+            self._head = None  # somebody else extended the chain: re-read it
+            return None
+        self._head = Head(claim.seq, hi, end)
+        self._head_at = now
+        return Claimed(claim, batch, times)
+
+    # -- finishing ------------------------------------------------------------
+
+    def renew(self, claimed: Claimed, now: int) -> None:
+        claimed.claim.lease = now + self.lease_ms
+        self.store.renew(claimed.claim, claimed.claim.lease)
+
+    def commit(self, claimed: Claimed) -> None:
+        self.store.commit(claimed.claim)
+
+    def release(self, claimed: Claimed, error: str) -> None:
+        self.store.release(claimed.claim, error)
+
+    def exhausted(self, claimed: Claimed) -> bool:
+        """Whether this attempt was the last one allowed (``max_retries + 1`` in all)."""
+        return claimed.claim.attempt > self.max_retries
+
+    def dead_letter(self, claimed: Claimed, error: str, attempts: int | None = None) -> None:
+        """Move the window's items to ``<stream>.dead`` and close the window."""
+        from .stream import DEAD_SUFFIX
+
+        c = claimed.claim
+        attempts = c.attempt if attempts is None else attempts
+        if len(claimed.batch):
+            dead = self.stream.client.stream(self.stream.name + DEAD_SUFFIX)
+            dead.extend([
+                {"offset": o, "data": d, "error": error, "attempts": attempts, "group": c.group}
+                for o, d in zip(claimed.batch.offsets, claimed.batch.data)
+            ])
+        self.store.commit(c, DEAD, error)
+        log.error("window %s/%s #%d moved to %s%s after %d attempts: %s", c.stream, c.group, c.seq,
+                  c.stream, DEAD_SUFFIX, attempts, error)

@@ -1,0 +1,57 @@
+"""FixedTimeWindow: aligned, contiguous time windows, empty ones included."""
+
+from __future__ import annotations
+
+from ..errors import ConsumerError
+from .base import Emit, Emitter, Pending, Wait
+
+#: at most this many consecutive empty windows are claimed in one go
+MAX_EMPTY_RUN = 1000
+
+
+class FixedTimeWindow(Emitter):
+    """Windows ``[k·T, (k+1)·T)`` on the UTC epoch grid, ``T = interval`` seconds.
+
+    * A window is emitted once ``end + grace`` has passed (wall clock of the consumer).
+    * Windows are contiguous: after a group's first window every interval gets a
+      window, empty or not. The first window is the one holding the group's first
+      pending item (or the current time, when nothing is pending).
+    * An item is in exactly one window: the window holds the pending items, in offset
+      order, up to the first one whose time is at or after ``end``.
+    * An item that arrives after its window was emitted is delivered in the next
+      window emitted and counted in that window's ``late``.
+
+    ``grace`` (seconds, default 0.5) absorbs clock skew between producers and the
+    consumer and the time an append takes to land.
+    """
+
+    kind = "fixed"
+
+    def __init__(self, interval: float, grace: float = 0.5):
+        if not isinstance(interval, (int, float)) or isinstance(interval, bool) or interval <= 0:
+            raise ConsumerError(f"FixedTimeWindow interval must be a positive number of seconds, not {interval!r}")
+        if not isinstance(grace, (int, float)) or grace < 0:
+            raise ConsumerError(f"FixedTimeWindow grace must be a non-negative number of seconds, not {grace!r}")
+        self.interval = interval
+        self.grace = grace
+        self._t = max(1, round(interval * 1000))
+        self._g = round(grace * 1000)
+
+    def select(self, pending: Pending, now: int) -> Emit | Wait:
+        t = self._t
+        if pending.previous_end is not None:
+            start = pending.previous_end
+        else:
+            first = pending.time_at(0)
+            start = (first if first is not None else now) // t * t
+        end = start + t
+        if now < end + self._g:
+            return Wait(until=end + self._g, pending=None)
+        count = pending.before(end)
+        # Claim the following empty windows too: those that are closed and end
+        # before the next pending item's window.
+        closed_until = (now - self._g) // t * t
+        following = pending.time_at(count)
+        last_end = closed_until if following is None else min(closed_until, following // t * t)
+        extra = max(0, min(MAX_EMPTY_RUN - 1, (last_end - end) // t))
+        return Emit(count, start, end + extra * t, windows=1 + extra)

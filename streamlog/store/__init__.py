@@ -1,0 +1,21 @@
+"""Store backends behind one contract (:class:`~streamlog.store.base.Store`)."""
+
+from __future__ import annotations
+
+from ..config import connect_timeout, parse_url
+from .base import ACTIVE, COMMITTED, DEAD, FAILED, Batch, Claim, Group, Store, StreamRecord
+
+__all__ = ["open_store", "Store", "Batch", "Claim", "Group", "StreamRecord",
+           "ACTIVE", "COMMITTED", "DEAD", "FAILED"]
+
+
+def open_store(url: str, timeout: float | None = None) -> Store:
+    """Open the backend a (resolved) URL names. Raises BadURLError or UnreachableError."""
+    target = parse_url(url)
+    if target.kind == "mongodb":
+        from .mongo import MongoStore
+
+        return MongoStore(target.url, target.database, timeout=timeout or connect_timeout())
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(target.url, target.path)

@@ -1,0 +1,244 @@
+"""The store contract: the few operations every backend implements.
+
+streamlog's semantics (offsets, consumer groups, leases, at-least-once delivery)
+are built in :mod:`streamlog.delivery` from these primitives alone, so each
+backend only has to make a handful of operations correct and fast. The contract
+is deliberately narrow, as huey's ``BaseStorage`` is:
+
+* **items** — :meth:`append`, :meth:`read`, :meth:`trim`, plus cheap probes
+  (:meth:`last_offset`, :meth:`has_offset`, :meth:`count`);
+* **groups** — :meth:`create_group`, :meth:`groups`;
+* **claims** — a group's windows are a chain of *claims*, each covering a
+  contiguous offset range. :meth:`claim` inserts one attempt under a unique
+  key ``(stream, group, seq, attempt)``; :meth:`renew`, :meth:`commit` and
+  :meth:`release` update an attempt that only its owner writes;
+  :meth:`expired` finds attempts to reclaim and :meth:`supersede` retires one;
+* **models** — insert-only learner checkpoints.
+
+Coordination rule (see docs/architecture.md): concurrent clients coordinate
+*only* through inserts into unique keys — item offsets and claim attempts.
+Every update touches a document that a single owner writes. That is what keeps
+the MongoDB backend correct on servers that do not isolate updates (FerretDB).
+
+Times are integer milliseconds since the Unix epoch (UTC) throughout.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+# Claim states. A claim attempt is "open" until it is committed, dead-lettered or superseded.
+ACTIVE, FAILED, COMMITTED, DEAD = "active", "failed", "committed", "dead"
+
+
+@dataclass(slots=True)
+class Batch:
+    """Items in offset order, column by column (cheap to build windows and frames from)."""
+
+    offsets: list[int] = field(default_factory=list)
+    times: list[int] = field(default_factory=list)  # append time, ms since epoch
+    data: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def extend(self, other: "Batch") -> None:
+        self.offsets.extend(other.offsets)
+        self.times.extend(other.times)
+        self.data.extend(other.data)
+
+    def head(self, n: int) -> "Batch":
+        return Batch(self.offsets[:n], self.times[:n], self.data[:n])
+
+
+@dataclass(slots=True)
+class StreamRecord:
+    name: str
+    created: int  # ms
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Group:
+    """A consumer group: it sees items with ``offset >= start``."""
+
+    stream: str
+    name: str
+    start: int
+    created: int  # ms
+
+
+@dataclass(slots=True)
+class Claim:
+    """One attempt at one window of a group.
+
+    The window is identified by ``(stream, group, seq)``; ``seq`` increases by one
+    along the group's chain of windows. ``attempt`` counts deliveries of that window
+    (1 for the first). The window covers the item offsets ``lo..hi`` (empty when
+    ``hi < lo``) and, for time windows, the interval ``[start, end)``; ``windows``
+    is the number of consecutive fixed-time windows it holds (a run of empty windows
+    after a gap is claimed in one go).
+    """
+
+    stream: str
+    group: str
+    seq: int
+    attempt: int
+    lo: int
+    hi: int
+    count: int
+    start: int | None = None
+    end: int | None = None
+    windows: int = 1
+    owner: str = ""
+    lease: int = 0  # ms; the owner holds the window until then
+    state: str = ACTIVE
+    error: str | None = None
+    created: int = 0  # ms
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.stream, self.group, self.seq, self.attempt)
+
+
+class Store(ABC):
+    """A stream log backend. Implementations must be safe to share between threads."""
+
+    #: the URL with credentials masked, for messages
+    url: str
+    #: how long an idle consumer sleeps between probes at most (seconds)
+    max_poll: float = 0.01
+
+    # -- streams ------------------------------------------------------------
+
+    @abstractmethod
+    def create_stream(self, name: str) -> StreamRecord:
+        """Get or create a stream (and its ``default`` group, start 0). Idempotent and race-safe."""
+
+    @abstractmethod
+    def get_stream(self, name: str) -> StreamRecord | None:
+        """The stream's record, or None when it does not exist."""
+
+    @abstractmethod
+    def streams(self) -> list[str]:
+        """Names of all streams, sorted."""
+
+    @abstractmethod
+    def set_options(self, name: str, options: dict) -> None:
+        """Replace the stream's options (retention). Last writer wins."""
+
+    @abstractmethod
+    def drop(self, name: str) -> bool:
+        """Delete the stream, its items, groups, claims and models. False if it did not exist."""
+
+    # -- items --------------------------------------------------------------
+
+    @abstractmethod
+    def append(self, name: str, items: list[dict], time: int) -> list[int]:
+        """Store normalized items at the next offsets; return their offsets.
+
+        Offsets are unique per stream, increase in the order of one producer's appends
+        and are assigned without gaps. A batch costs O(1) round trips. The stream must exist.
+        """
+
+    @abstractmethod
+    def read(self, name: str, start: int = 0, limit: int | None = None, end: int | None = None) -> Batch:
+        """Items with ``start <= offset`` (``<= end`` when given), ascending, at most ``limit``."""
+
+    @abstractmethod
+    def last_offset(self, name: str) -> int | None:
+        """The newest offset, or None for an empty stream. One indexed lookup."""
+
+    @abstractmethod
+    def first_offset(self, name: str) -> int | None:
+        """The oldest offset still stored, or None."""
+
+    @abstractmethod
+    def has_offset(self, name: str, offset: int) -> bool:
+        """Whether the item at ``offset`` exists: the cheapest probe an idle consumer makes."""
+
+    @abstractmethod
+    def count(self, name: str, after: int | None = None) -> int:
+        """Number of items (with ``offset > after`` when given)."""
+
+    @abstractmethod
+    def trim(self, name: str, before: int) -> int:
+        """Delete items with ``offset < before``; the newest item is always kept, so
+        offsets never restart. Returns the number deleted."""
+
+    def version(self) -> Any:
+        """A token that changes when anyone may have written (None: unknown, probe instead)."""
+        return None
+
+    # -- groups -------------------------------------------------------------
+
+    @abstractmethod
+    def create_group(self, name: str, group: str, start: int) -> Group:
+        """Get or create a group; when it already exists the existing one is returned."""
+
+    @abstractmethod
+    def groups(self, name: str) -> list[Group]:
+        """The stream's groups, sorted by name."""
+
+    # -- claims -------------------------------------------------------------
+
+    @abstractmethod
+    def claim(self, claim: Claim) -> bool:
+        """Insert one claim attempt; False when ``(stream, group, seq, attempt)`` exists.
+
+        This unique insert is the only arbitration between consumers of a group.
+        """
+
+    @abstractmethod
+    def last_claim(self, name: str, group: str) -> Claim | None:
+        """An attempt of the group's window with the highest ``seq`` (the chain head)."""
+
+    @abstractmethod
+    def renew(self, claim: Claim, lease: int) -> None:
+        """Extend the owner's lease on its attempt."""
+
+    @abstractmethod
+    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> None:
+        """Close the attempt as ``committed`` (or ``dead`` after dead-lettering)."""
+
+    @abstractmethod
+    def release(self, claim: Claim, error: str) -> None:
+        """Mark the attempt failed and its lease expired, so the window is reclaimed at once."""
+
+    @abstractmethod
+    def supersede(self, claim: Claim) -> None:
+        """Close an attempt that a newer attempt of the same window has replaced."""
+
+    @abstractmethod
+    def expired(self, name: str, group: str, now: int, limit: int = 10) -> list[Claim]:
+        """Open attempts whose lease ended before ``now``, lowest ``seq`` first."""
+
+    @abstractmethod
+    def open_claims(self, name: str, group: str | None = None) -> list[Claim]:
+        """All open attempts (of one group, or of every group), by group and ``seq``."""
+
+    @abstractmethod
+    def forget_claims(self, name: str, below: int, older_than: int) -> int:
+        """Delete closed attempts with ``hi < below`` created before ``older_than``,
+        keeping every group's chain head. Returns how many were deleted."""
+
+    # -- models -------------------------------------------------------------
+
+    @abstractmethod
+    def save_model(self, name: str, group: str, model: str, seq: int, state: dict) -> None:
+        """Insert a checkpoint of a learner's state taken after window ``seq``."""
+
+    @abstractmethod
+    def load_model(self, name: str, group: str, model: str) -> tuple[int, int, dict] | None:
+        """The newest checkpoint as ``(seq, saved_ms, state)``, or None."""
+
+    @abstractmethod
+    def models(self, name: str) -> list[tuple[str, str, int, int]]:
+        """Newest checkpoint of each model: ``(group, model, seq, saved_ms)``."""
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,420 @@
+"""The embedded backend: one SQLite file, shared safely by any number of processes.
+
+Data model (see docs/architecture.md):
+
+* ``streams(id, name UNIQUE, created, options)`` — ``id`` is never reused
+  (AUTOINCREMENT), so a dropped and recreated stream gets fresh tables;
+* ``items_<id>(off INTEGER PRIMARY KEY, ts, data)`` — one table per stream whose
+  rowid *is* the offset: appends go to the right edge of one B-tree, ``max(off)``
+  and offset ranges are index lookups, and a stream's size never slows another;
+* ``groups(sid, name, start, created)``;
+* ``claims(sid, grp, seq, attempt, …)`` with primary key ``(sid, grp, seq, attempt)``
+  (the arbitration key) and a partial index on open attempts by lease;
+* ``models(sid, grp, name, seq, saved, state)``.
+
+The file runs in WAL mode (readers never block the writer) with
+``synchronous=NORMAL``: a committed write survives a crash of any process; after
+a power loss the last few commits may be lost (``?synchronous=full`` in the URL
+makes every commit durable at the cost of an fsync). Writes use ``BEGIN IMMEDIATE``
+so concurrent writers queue on the file lock (``busy_timeout``) instead of failing.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from itertools import repeat
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from ..errors import BadURLError, UnknownStreamError, UnreachableError
+from ..items import decode, encode, now_ms
+from .base import ACTIVE, COMMITTED, FAILED, Batch, Claim, Group, Store, StreamRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    options TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS groups (
+    sid INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (sid, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS claims (
+    sid INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    ws INTEGER,
+    we INTEGER,
+    windows INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    lease INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    open INTEGER NOT NULL,
+    error TEXT,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (sid, grp, seq, attempt)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS claims_open ON claims (sid, grp, lease) WHERE open = 1;
+CREATE TABLE IF NOT EXISTS models (
+    sid INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    name TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    saved INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (sid, grp, name, seq)
+);
+"""
+
+_CLAIM_COLUMNS = "grp, seq, attempt, lo, hi, n, ws, we, windows, owner, lease, state, error, created"
+KEEP_MODEL_VERSIONS = 3
+
+
+class SQLiteStore(Store):
+    """A :class:`Store` in one SQLite file (see the module docstring for the layout)."""
+
+    max_poll = 0.005
+
+    def __init__(self, url: str, path: Path, timeout: float = 30.0):
+        self.url = url
+        self.path = Path(path)
+        query = parse_qs(urlsplit(url).query) if "?" in url else {}
+        self.path = Path(str(self.path).split("?", 1)[0])
+        sync = (query.get("synchronous") or ["normal"])[0].upper()
+        if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise BadURLError(f"{url}: synchronous must be off, normal, full or extra")
+        self._synchronous = sync
+        self._timeout = timeout
+        self._local = threading.local()
+        self._sids: dict[str, int] = {}
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = self._con()
+            with self._write(con):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+        except (sqlite3.Error, OSError) as exc:
+            raise UnreachableError(f"cannot open the database file {self.path}: {exc}") from None
+
+    # -- connections -----------------------------------------------------------
+
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None or getattr(self._local, "pid", None) != os.getpid():
+            con = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
+                                  check_same_thread=False)
+            con.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(f"PRAGMA synchronous={self._synchronous}")
+            self._local.con = con
+            self._local.pid = os.getpid()
+        return con
+
+    @contextmanager
+    def _write(self, con: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction; concurrent writers wait for the file lock."""
+        con = con or self._con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+    # -- streams --------------------------------------------------------------
+
+    def _sid(self, name: str, create: bool = False) -> int | None:
+        sid = self._sids.get(name)
+        if sid is not None:
+            return sid
+        row = self._con().execute("SELECT id FROM streams WHERE name=?", (name,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            self.create_stream(name)
+            return self._sids[name]
+        self._sids[name] = row[0]
+        return row[0]
+
+    def _need(self, name: str) -> int:
+        sid = self._sid(name)
+        if sid is None:
+            raise UnknownStreamError(f"no stream named {name!r}")
+        return sid
+
+    def create_stream(self, name: str) -> StreamRecord:
+        con = self._con()
+        row = con.execute("SELECT id, created, options FROM streams WHERE name=?", (name,)).fetchone()
+        if row is None:
+            with self._write(con):
+                row = con.execute("SELECT id, created, options FROM streams WHERE name=?", (name,)).fetchone()
+                if row is None:
+                    created = now_ms()
+                    cur = con.execute("INSERT INTO streams (name, created) VALUES (?, ?)", (name, created))
+                    sid = cur.lastrowid
+                    con.execute(
+                        f"CREATE TABLE IF NOT EXISTS items_{sid} "
+                        "(off INTEGER PRIMARY KEY, ts INTEGER NOT NULL, data BLOB NOT NULL)"
+                    )
+                    con.execute("INSERT OR IGNORE INTO groups VALUES (?, 'default', 0, ?)", (sid, created))
+                    row = (sid, created, "{}")
+        self._sids[name] = row[0]
+        return StreamRecord(name, row[1], orjson.loads(row[2]))
+
+    def get_stream(self, name: str) -> StreamRecord | None:
+        row = self._con().execute("SELECT id, created, options FROM streams WHERE name=?", (name,)).fetchone()
+        if row is None:
+            self._sids.pop(name, None)
+            return None
+        self._sids[name] = row[0]
+        return StreamRecord(name, row[1], orjson.loads(row[2]))
+
+    def streams(self) -> list[str]:
+        return [r[0] for r in self._con().execute("SELECT name FROM streams ORDER BY name")]
+
+    def set_options(self, name: str, options: dict) -> None:
+        with self._write() as con:
+            con.execute("UPDATE streams SET options=? WHERE name=?", (orjson.dumps(options).decode(), name))
+
+    def drop(self, name: str) -> bool:
+        with self._write() as con:
+            row = con.execute("SELECT id FROM streams WHERE name=?", (name,)).fetchone()
+            if row is None:
+                return False
+            sid = row[0]
+            con.execute(f"DROP TABLE IF EXISTS items_{sid}")
+            for table in ("groups", "claims", "models"):
+                con.execute(f"DELETE FROM {table} WHERE sid=?", (sid,))
+            con.execute("DELETE FROM streams WHERE id=?", (sid,))
+        self._sids.pop(name, None)
+        return True
+
+    # -- items ----------------------------------------------------------------
+
+    def _items_call(self, name: str, fn):
+        """Run ``fn(sid)``; if the stream was dropped meanwhile, refresh the id once."""
+        try:
+            return fn(self._need(name))
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            self._sids.pop(name, None)
+            return fn(self._need(name))
+
+    def append(self, name: str, items: list[dict], time: int) -> list[int]:
+        if not items:
+            return []
+        rows = [encode(item) for item in items]
+
+        def run(sid: int) -> list[int]:
+            with self._write() as con:
+                last = con.execute(f"SELECT max(off) FROM items_{sid}").fetchone()[0]
+                first = 0 if last is None else last + 1
+                con.executemany(
+                    f"INSERT INTO items_{sid} (off, ts, data) VALUES (?, ?, ?)",
+                    zip(range(first, first + len(rows)), repeat(time), rows),
+                )
+            return list(range(first, first + len(rows)))
+
+        try:
+            return self._items_call(name, run)
+        except UnknownStreamError:
+            # Dropped by another process while we held its id: appending recreates it.
+            self.create_stream(name)
+            return self._items_call(name, run)
+
+    def read(self, name: str, start: int = 0, limit: int | None = None, end: int | None = None) -> Batch:
+        def run(sid: int) -> Batch:
+            sql = f"SELECT off, ts, data FROM items_{sid} WHERE off >= ?"
+            args: list = [start]
+            if end is not None:
+                sql += " AND off <= ?"
+                args.append(end)
+            sql += " ORDER BY off"
+            if limit is not None:
+                sql += " LIMIT ?"
+                args.append(limit)
+            rows = self._con().execute(sql, args).fetchall()
+            return Batch([r[0] for r in rows], [r[1] for r in rows], [decode(r[2]) for r in rows])
+
+        return self._items_call(name, run)
+
+    def last_offset(self, name: str) -> int | None:
+        return self._items_call(name, lambda sid: self._con().execute(f"SELECT max(off) FROM items_{sid}").fetchone()[0])
+
+    def first_offset(self, name: str) -> int | None:
+        return self._items_call(name, lambda sid: self._con().execute(f"SELECT min(off) FROM items_{sid}").fetchone()[0])
+
+    def has_offset(self, name: str, offset: int) -> bool:
+        return self._items_call(
+            name, lambda sid: self._con().execute(f"SELECT 1 FROM items_{sid} WHERE off=?", (offset,)).fetchone() is not None
+        )
+
+    def count(self, name: str, after: int | None = None) -> int:
+        if after is None:
+            return self._items_call(name, lambda sid: self._con().execute(f"SELECT count(*) FROM items_{sid}").fetchone()[0])
+        return self._items_call(
+            name, lambda sid: self._con().execute(f"SELECT count(*) FROM items_{sid} WHERE off > ?", (after,)).fetchone()[0]
+        )
+
+    def trim(self, name: str, before: int) -> int:
+        def run(sid: int) -> int:
+            with self._write() as con:
+                last = con.execute(f"SELECT max(off) FROM items_{sid}").fetchone()[0]
+                if last is None:
+                    return 0
+                return con.execute(f"DELETE FROM items_{sid} WHERE off < ?", (min(before, last),)).rowcount
+
+        return self._items_call(name, run)
+
+    def version(self) -> int:
+        return self._con().execute("PRAGMA data_version").fetchone()[0]
+
+    # -- groups ---------------------------------------------------------------
+
+    def create_group(self, name: str, group: str, start: int) -> Group:
+        sid = self._need(name)
+        con = self._con()
+        with self._write(con):
+            con.execute("INSERT OR IGNORE INTO groups VALUES (?, ?, ?, ?)", (sid, group, start, now_ms()))
+            row = con.execute("SELECT start, created FROM groups WHERE sid=? AND name=?", (sid, group)).fetchone()
+        return Group(name, group, row[0], row[1])
+
+    def groups(self, name: str) -> list[Group]:
+        sid = self._need(name)
+        rows = self._con().execute("SELECT name, start, created FROM groups WHERE sid=? ORDER BY name", (sid,))
+        return [Group(name, g, s, c) for g, s, c in rows]
+
+    # -- claims ---------------------------------------------------------------
+
+    def claim(self, claim: Claim) -> bool:
+        sid = self._need(claim.stream)
+        try:
+            with self._write() as con:
+                con.execute(
+                    "INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,1,?,?)",
+                    (sid, claim.group, claim.seq, claim.attempt, claim.lo, claim.hi, claim.count,
+                     claim.start, claim.end, claim.windows, claim.owner, claim.lease, claim.state,
+                     claim.error, claim.created or now_ms()),
+                )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def _claims(self, name: str, rows) -> list[Claim]:
+        return [
+            Claim(name, g, q, k, lo, hi, n, ws, we, w, owner, lease, state, error, created)
+            for g, q, k, lo, hi, n, ws, we, w, owner, lease, state, error, created in rows
+        ]
+
+    def last_claim(self, name: str, group: str) -> Claim | None:
+        sid = self._need(name)
+        rows = self._con().execute(
+            f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND grp=? ORDER BY seq DESC, attempt DESC LIMIT 1",
+            (sid, group),
+        ).fetchall()
+        return self._claims(name, rows)[0] if rows else None
+
+    def _update(self, claim: Claim, sql: str, args: tuple) -> None:
+        sid = self._need(claim.stream)
+        with self._write() as con:
+            con.execute(f"UPDATE claims SET {sql} WHERE sid=? AND grp=? AND seq=? AND attempt=?",
+                        (*args, sid, claim.group, claim.seq, claim.attempt))
+
+    def renew(self, claim: Claim, lease: int) -> None:
+        self._update(claim, "lease=?", (lease,))
+
+    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> None:
+        self._update(claim, "state=?, open=0, error=?", (state, error))
+
+    def release(self, claim: Claim, error: str) -> None:
+        self._update(claim, "state=?, lease=0, error=?", (FAILED, error))
+
+    def supersede(self, claim: Claim) -> None:
+        self._update(claim, "open=0", ())
+
+    def expired(self, name: str, group: str, now: int, limit: int = 10) -> list[Claim]:
+        sid = self._need(name)
+        rows = self._con().execute(
+            f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND grp=? AND open=1 AND lease < ? "
+            "ORDER BY seq, attempt LIMIT ?",
+            (sid, group, now, limit),
+        ).fetchall()
+        return self._claims(name, rows)
+
+    def open_claims(self, name: str, group: str | None = None) -> list[Claim]:
+        sid = self._need(name)
+        if group is None:
+            rows = self._con().execute(
+                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND open=1 ORDER BY grp, seq, attempt", (sid,))
+        else:
+            rows = self._con().execute(
+                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND grp=? AND open=1 ORDER BY seq, attempt",
+                (sid, group))
+        return self._claims(name, rows.fetchall())
+
+    def forget_claims(self, name: str, below: int, older_than: int) -> int:
+        sid = self._need(name)
+        with self._write() as con:
+            return con.execute(
+                "DELETE FROM claims WHERE sid=? AND open=0 AND hi < ? AND created < ? "
+                "AND seq < (SELECT max(c.seq) FROM claims c WHERE c.sid=claims.sid AND c.grp=claims.grp)",
+                (sid, below, older_than),
+            ).rowcount
+
+    # -- models ---------------------------------------------------------------
+
+    def save_model(self, name: str, group: str, model: str, seq: int, state: dict) -> None:
+        sid = self._need(name)
+        blob = orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY)
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?)",
+                        (sid, group, model, seq, now_ms(), blob))
+            con.execute(
+                "DELETE FROM models WHERE sid=? AND grp=? AND name=? AND seq < ("
+                "SELECT min(seq) FROM (SELECT seq FROM models WHERE sid=? AND grp=? AND name=? "
+                "ORDER BY seq DESC LIMIT ?))",
+                (sid, group, model, sid, group, model, KEEP_MODEL_VERSIONS),
+            )
+
+    def load_model(self, name: str, group: str, model: str) -> tuple[int, int, dict] | None:
+        sid = self._sid(name)
+        if sid is None:
+            return None
+        row = self._con().execute(
+            "SELECT seq, saved, state FROM models WHERE sid=? AND grp=? AND name=? ORDER BY seq DESC LIMIT 1",
+            (sid, group, model),
+        ).fetchone()
+        return (row[0], row[1], orjson.loads(row[2])) if row else None
+
+    def models(self, name: str) -> list[tuple[str, str, int, int]]:
+        sid = self._need(name)
+        rows = self._con().execute(
+            "SELECT grp, name, max(seq), saved FROM models WHERE sid=? GROUP BY grp, name ORDER BY grp, name",
+            (sid,),
+        ).fetchall()
+        return [tuple(r) for r in rows]

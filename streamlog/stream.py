@@ -1,0 +1,291 @@
+"""The producer-side API: :class:`Stream`."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Iterable
+
+import orjson
+
+from . import delivery
+from .errors import BadItemError, ConsumerError, StreamlogError, UnknownStreamError
+from .items import ms_to_datetime, normalize, normalize_many, now_ms
+from .names import check_name
+from .store.base import ACTIVE, DEAD, FAILED, Batch, Group, StreamRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client
+
+DEAD_SUFFIX = ".dead"
+_RETENTION_EVERY = 1.0  # seconds between retention checks of one Stream handle
+
+
+def _records(batch: Batch) -> list[dict]:
+    return [
+        {"offset": o, "timestamp": ms_to_datetime(t), "data": d}
+        for o, t, d in zip(batch.offsets, batch.times, batch.data)
+    ]
+
+
+class Stream:
+    """A named, durable, append-only log of items.
+
+    Get one with :func:`streamlog.stream` (get or create). Items are dicts
+    (see :mod:`streamlog.items` for what they may hold); each gets an integer offset,
+    unique and increasing in append order, and its append time (UTC).
+    """
+
+    def __init__(self, client: "Client", name: str, record: StreamRecord):
+        self.client = client
+        self.store = client.store
+        self.name = name
+        self._record = record
+        self._retention_checked = 0.0
+
+    def __repr__(self) -> str:
+        return f"<streamlog.Stream {self.name!r}>"
+
+    def __len__(self) -> int:
+        return self.store.count(self.name)
+
+    # -- producing ----------------------------------------------------------
+
+    def append(self, item: dict) -> int:
+        """Append one item and return its offset. One round trip (MongoDB) / one transaction."""
+        offsets = self.store.append(self.name, [normalize(item)], now_ms())
+        self._retain_maybe()
+        return offsets[0]
+
+    def extend(self, items: Iterable[dict]) -> list[int]:
+        """Append many items (a list, any iterable of dicts, or a DataFrame) in O(1) round trips.
+
+        All-or-nothing for bad input: every item is checked before any is written, so an
+        item that cannot be stored raises :class:`BadItemError` and stores none. Returns
+        the offsets, in the items' order. All items get the same append time.
+        """
+        normalized = normalize_many(items)
+        offsets = self.store.append(self.name, normalized, now_ms())
+        self._retain_maybe()
+        return offsets
+
+    # -- reading ------------------------------------------------------------
+
+    def read(self, start: int = 0, limit: int | None = 100, end: int | None = None) -> list[dict]:
+        """Items with ``offset >= start`` (and ``<= end``), oldest first, at most ``limit``.
+
+        Read-only: no group's state changes. Each item is
+        ``{"offset": int, "timestamp": datetime (UTC), "data": dict}``.
+        """
+        return _records(self.store.read(self.name, start, limit, end))
+
+    def tail(self, n: int = 10) -> list[dict]:
+        """The newest ``n`` items, oldest first (read-only)."""
+        last = self.store.last_offset(self.name)
+        if last is None or n <= 0:
+            return []
+        return self.read(max(0, last - n + 1), limit=n)
+
+    def buffer(self, group: str = "default", limit: int | None = None) -> list[dict]:
+        """Items the group has not processed yet (claimed but uncommitted ones included).
+
+        Read-only. For a group that does not exist yet: what it would see with
+        ``start="earliest"``, i.e. every item.
+        """
+        batch = delivery.unprocessed(self, check_name(group, "group"), limit)
+        return _records(batch)
+
+    # -- groups -------------------------------------------------------------
+
+    def group(self, name: str = "default", start: str | int = "earliest") -> Group:
+        """Get or create a consumer group.
+
+        A new group sees every item still in the stream (``start="earliest"``), only
+        items appended after now (``"latest"``), or items from an offset on (an int).
+        An existing group keeps its start.
+        """
+        return delivery.ensure_group(self, check_name(name, "group"), start)
+
+    def groups(self) -> list[Group]:
+        return self.store.groups(self.name)
+
+    # -- inspection ---------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """A snapshot of the stream: sizes, offsets, times, groups, retention, models.
+
+        Keys: ``name``, ``created``, ``length``, ``first_offset``, ``last_offset``,
+        ``last_time``, ``pending`` (group → items not yet processed), ``groups`` (group →
+        ``start``, ``pending``, ``claimed``, ``failed``, ``windows``, ``dead``),
+        ``dead_letters``, ``retention``, ``models``.
+        """
+        record = self.store.get_stream(self.name)
+        if record is None:
+            raise UnknownStreamError(f"no stream named {self.name!r}")
+        store = self.store
+        last = store.last_offset(self.name)
+        first = store.first_offset(self.name)
+        last_time = None
+        if last is not None:
+            batch = store.read(self.name, last, 1)
+            last_time = ms_to_datetime(batch.times[0]) if batch else None
+        dead_counts = self._dead_counts()
+        groups = {}
+        for group in store.groups(self.name):
+            state = delivery.group_state(self, group)
+            state["dead"] = dead_counts.get(group.name, 0)
+            groups[group.name] = state
+        return {
+            "name": self.name,
+            "url": self.store.url,
+            "created": ms_to_datetime(record.created),
+            "length": store.count(self.name),
+            "first_offset": first,
+            "last_offset": last,
+            "last_time": last_time,
+            "pending": {name: g["pending"] for name, g in groups.items()},
+            "groups": groups,
+            "dead_letters": sum(dead_counts.values()),
+            "retention": {k: v for k, v in record.options.items() if k in ("max_items", "max_age")},
+            "models": [
+                {"group": g, "name": m, "seq": q, "saved": ms_to_datetime(saved)}
+                for g, m, q, saved in store.models(self.name)
+            ],
+        }
+
+    def _dead_counts(self) -> dict[str, int]:
+        dead = self.name + DEAD_SUFFIX
+        if len(dead) > 100 or self.store.get_stream(dead) is None:
+            return {}
+        counts: dict[str, int] = {}
+        for item in self.store.read(dead, 0, None).data:
+            counts[item.get("group", "?")] = counts.get(item.get("group", "?"), 0) + 1
+        return counts
+
+    # -- learner checkpoints --------------------------------------------------
+
+    def model(self, name: str, group: str = "default") -> dict | None:
+        """The newest saved state of a learner, as
+        ``{"name", "group", "seq", "saved", "state"}``, or None if it never saved one."""
+        found = self.store.load_model(self.name, check_name(group, "group"), check_name(name, "model"))
+        if found is None:
+            return None
+        seq, saved, state = found
+        return {"name": name, "group": group, "seq": seq, "saved": ms_to_datetime(saved), "state": state}
+
+    def save_model(self, name: str, group: str, seq: int, state: dict) -> None:
+        """Checkpoint a learner's state (plain data: numbers, strings, lists, dicts, arrays)
+        as of window ``seq`` of ``group``. Used by learners; insert-only, newest wins."""
+        try:
+            plain = orjson.loads(orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY))
+        except TypeError as exc:
+            raise ConsumerError(f"model state of {name!r} is not plain data: {exc}") from None
+        self.store.save_model(self.name, group, name, seq, plain)
+
+    # -- retention ------------------------------------------------------------
+
+    def retain(self, max_items: int | None = None, max_age: float | timedelta | None = None) -> None:
+        """Bound the stream's history: keep at most ``max_items`` items and/or items younger
+        than ``max_age`` seconds. Enforced by producers as they append (at most once a
+        second each) and by ``trim``; ``retain()`` with no arguments keeps everything."""
+        if isinstance(max_age, timedelta):
+            max_age = max_age.total_seconds()
+        if max_items is not None and (not isinstance(max_items, int) or max_items < 1):
+            raise StreamlogError(f"max_items must be a positive integer, not {max_items!r}")
+        if max_age is not None and (not isinstance(max_age, (int, float)) or max_age <= 0):
+            raise StreamlogError(f"max_age must be a positive number of seconds, not {max_age!r}")
+        options = {k: v for k, v in (("max_items", max_items), ("max_age", max_age)) if v is not None}
+        self.store.set_options(self.name, options)
+        self._record.options = options
+        self._retention_checked = 0.0
+
+    def _retain_maybe(self) -> None:
+        options = self._record.options
+        if not options:
+            return
+        now = time.monotonic()
+        if now - self._retention_checked < _RETENTION_EVERY:
+            return
+        self._retention_checked = now
+        self.enforce_retention()
+
+    def enforce_retention(self) -> int:
+        """Trim what the retention options say must go; returns the number of items deleted."""
+        options = self._record.options
+        before = 0
+        if options.get("max_items"):
+            last = self.store.last_offset(self.name)
+            if last is not None:
+                before = max(before, last - options["max_items"] + 1)
+        if options.get("max_age"):
+            before = max(before, self._offset_at(now_ms() - int(options["max_age"] * 1000)))
+        return self._trim_before(before) if before > 0 else 0
+
+    # -- trimming -------------------------------------------------------------
+
+    def trim(self, before: int | None = None, *, processed: bool = False,
+             older_than: float | timedelta | None = None) -> int:
+        """Delete old items; returns how many were deleted. Exactly one of:
+
+        * ``before=OFFSET`` — items with a smaller offset;
+        * ``processed=True`` — items every group has processed (committed);
+        * ``older_than=SECONDS`` (or a timedelta) — items appended longer ago than that.
+
+        The newest item is always kept, so offsets never restart. Trimming items a group has
+        not processed yet means that group never sees them.
+        """
+        chosen = sum(x is not None and x is not False for x in (before, processed or None, older_than))
+        if chosen != 1:
+            raise StreamlogError("trim needs exactly one of before=, processed=True, older_than=")
+        if processed:
+            floors = [delivery.processed_floor(self, g) for g in self.store.groups(self.name)]
+            limit = min(floors) if floors else 0
+        elif older_than is not None:
+            if isinstance(older_than, timedelta):
+                older_than = older_than.total_seconds()
+            if not isinstance(older_than, (int, float)) or older_than < 0:
+                raise StreamlogError(f"older_than must be a non-negative number of seconds, not {older_than!r}")
+            limit = self._offset_at(now_ms() - int(older_than * 1000))
+        else:
+            if not isinstance(before, int) or isinstance(before, bool):
+                raise StreamlogError(f"before must be an integer offset, not {before!r}")
+            limit = before
+        return self._trim_before(limit)
+
+    def _trim_before(self, limit: int) -> int:
+        deleted = self.store.trim(self.name, limit)
+        # Old closed claims below the trimmed range are no longer needed; an hour's margin
+        # keeps every claim a live consumer could still be building on.
+        self.store.forget_claims(self.name, limit, now_ms() - 3_600_000)
+        return deleted
+
+    def _offset_at(self, cutoff: int) -> int:
+        """The first offset appended at or after ``cutoff`` (ms), by binary search on
+        offsets (append times rise with offsets, up to producers' clock skew)."""
+        lo = self.store.first_offset(self.name)
+        last = self.store.last_offset(self.name)
+        if lo is None:
+            return 0
+        hi = last + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            batch = self.store.read(self.name, mid, 1)
+            if not batch:
+                hi = mid
+            elif batch.times[0] < cutoff:
+                lo = batch.offsets[0] + 1
+            else:
+                hi = mid
+        return lo
+
+    def drop(self) -> None:
+        """Delete the stream with its items, groups, claims and saved models.
+
+        Meant for streams nobody uses any more: a producer still appending recreates it.
+        """
+        if not self.store.drop(self.name):
+            raise UnknownStreamError(f"no stream named {self.name!r}")
+
+
+__all__ = ["Stream", "DEAD_SUFFIX", "BadItemError"]
+_ = (ACTIVE, DEAD, FAILED)

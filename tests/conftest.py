@@ -1,0 +1,132 @@
+"""Test fixtures: every backend-facing test runs on the embedded SQLite backend and on a
+real MongoDB-wire server (FerretDB v1.24, started here unless STREAMLOG_TEST_MONGO_URL
+points at one). With CI set, a missing FerretDB fails the run instead of skipping."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ferretdb_binary() -> str | None:
+    found = shutil.which("ferretdb")
+    if found:
+        return found
+    gopath = subprocess.run(["go", "env", "GOPATH"], capture_output=True, text=True).stdout.strip() \
+        if shutil.which("go") else ""
+    for base in filter(None, [gopath, os.path.expanduser("~/go")]):
+        candidate = Path(base) / "bin" / "ferretdb"
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+def _wait_for(url: str, proc: subprocess.Popen | None, deadline: float) -> None:
+    import pymongo
+
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"ferretdb exited with {proc.returncode}")
+        try:
+            client = pymongo.MongoClient(url, serverSelectionTimeoutMS=500)
+            client.admin.command("ping")
+            client.close()
+            return
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last = exc
+            time.sleep(0.1)
+    raise RuntimeError(f"FerretDB did not answer at {url}: {last}")
+
+
+@pytest.fixture(scope="session")
+def mongo_server():
+    """Base URL (no database) of the MongoDB-wire test server."""
+    given = os.environ.get("STREAMLOG_TEST_MONGO_URL")
+    if given:
+        _wait_for(given, None, time.monotonic() + 15)
+        yield given.rstrip("/")
+        return
+    binary = _ferretdb_binary()
+    if binary is None:
+        message = "FerretDB not found: run scripts/install-ferretdb.sh (or set STREAMLOG_TEST_MONGO_URL)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    state = tempfile.mkdtemp(prefix="streamlog-ferretdb-")
+    port = _free_port()
+    log = open(Path(state) / "ferretdb.log", "wb")
+    proc = subprocess.Popen(
+        [binary, "--handler=sqlite", f"--sqlite-url=file:{state}/", f"--state-dir={state}",
+         f"--listen-addr=127.0.0.1:{port}", "--debug-addr=-", "--telemetry=disable", "--log-level=error"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"mongodb://127.0.0.1:{port}"
+    try:
+        _wait_for(url, proc, time.monotonic() + 30)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _forget_client(url: str) -> None:
+    import streamlog.client as client_module
+
+    for key in [k for k in client_module._clients if k[1] == url]:
+        client_module._clients.pop(key).close()
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def url(backend, request, tmp_path):
+    """A fresh, empty database URL on each backend."""
+    if backend == "sqlite":
+        value = f"sqlite:///{tmp_path}/streamlog.db"
+        yield value
+        _forget_client(value)
+        return
+    base = request.getfixturevalue("mongo_server")
+    database = f"t{uuid.uuid4().hex[:12]}"
+    value = f"{base}/{database}"
+    yield value
+    _forget_client(value)
+    import pymongo
+
+    client = pymongo.MongoClient(base, serverSelectionTimeoutMS=2000)
+    client.drop_database(database)
+    client.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    value = f"sqlite:///{tmp_path}/streamlog.db"
+    yield value
+    _forget_client(value)

@@ -1,0 +1,29 @@
+"""Helpers for tests that start other processes or wait for something to happen."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str, env_url: str, *args: str, timeout: float = 60, **popen) -> subprocess.Popen:
+    """Start ``python -c code`` with STREAMLOG_URL set: a separate producer or consumer process."""
+    env = dict(os.environ, STREAMLOG_URL=env_url, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, **popen)
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02, message: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value or the deadline passes (then fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)

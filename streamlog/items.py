@@ -146,17 +146,41 @@ def _is_pandas_na(value: Any) -> bool:
     return value is pd.NA or value is pd.NaT
 
 
-def normalize(item: Any) -> dict:
+def _nested_array(value: Any, path: str, in_list: bool) -> str | None:
+    if type(value) is list:
+        if in_list:
+            return path
+        for i, v in enumerate(value):
+            found = _nested_array(v, f"{path}[{i}]", True)
+            if found:
+                return found
+    elif type(value) is dict:
+        for k, v in value.items():
+            found = _nested_array(v, f"{path}.{k}" if path else k, False)
+            if found:
+                return found
+    return None
+
+
+def normalize(item: Any, nested_arrays: bool = True) -> dict:
     """Check one item and return its canonical stored form (a new dict).
 
-    Raises :class:`BadItemError` with the key path of the first problem.
+    ``nested_arrays=False`` also rejects a list directly inside a list, for servers that
+    cannot store one (FerretDB v1). Raises :class:`BadItemError` with the key path of
+    the first problem.
     """
     if not isinstance(item, Mapping):
         raise BadItemError(f"an item must be a dict, not {type(item).__name__}")
-    return _mapping(item, "")
+    out = _mapping(item, "")
+    if not nested_arrays:
+        found = _nested_array(out, "", False)
+        if found:
+            raise BadItemError(f"item value at {found} is a list inside a list, which this server "
+                               "(FerretDB) cannot store")
+    return out
 
 
-def normalize_many(items: Iterable[Any]) -> list[dict]:
+def normalize_many(items: Iterable[Any], nested_arrays: bool = True) -> list[dict]:
     """Normalize a batch; a pandas DataFrame is taken row by row.
 
     All-or-nothing: the first bad item raises (naming its position) before any is returned.
@@ -168,7 +192,7 @@ def normalize_many(items: Iterable[Any]) -> list[dict]:
     out = []
     for i, item in enumerate(items):
         try:
-            out.append(normalize(item))
+            out.append(normalize(item, nested_arrays))
         except BadItemError as exc:
             raise BadItemError(f"item {i}: {exc}") from None
     return out

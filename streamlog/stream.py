@@ -53,7 +53,7 @@ class Stream:
 
     def append(self, item: dict) -> int:
         """Append one item and return its offset. One round trip (MongoDB) / one transaction."""
-        offsets = self.store.append(self.name, [normalize(item)], now_ms())
+        offsets = self.store.append(self.name, [normalize(item, self.store.nested_arrays)], now_ms())
         self._retain_maybe()
         return offsets[0]
 
@@ -64,7 +64,7 @@ class Stream:
         item that cannot be stored raises :class:`BadItemError` and stores none. Returns
         the offsets, in the items' order. All items get the same append time.
         """
-        normalized = normalize_many(items)
+        normalized = normalize_many(items, self.store.nested_arrays)
         offsets = self.store.append(self.name, normalized, now_ms())
         self._retain_maybe()
         return offsets

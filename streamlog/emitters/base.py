@@ -68,13 +68,15 @@ class Pending:
     """The items a group has not claimed yet, in offset order, loaded on demand.
 
     ``after`` is the last offset the group has claimed; ``previous_end`` the end (ms)
-    of the group's previous time window, or None before its first one.
+    of the group's previous time window, or None before its first one; ``event_time``
+    tells whether item times are event times (``time_field=``) rather than append times.
     """
 
     def __init__(self, after: int, previous_end: int | None, load: Callable[[int, int | None], Batch],
                  times: Callable[[Batch], list[int]] | None = None):
         self.after = after
         self.previous_end = previous_end
+        self.event_time = times is not None
         self._load = load
         self._times = times
         self._batch = Batch()

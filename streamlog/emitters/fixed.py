@@ -12,7 +12,11 @@ MAX_EMPTY_RUN = 1000
 class FixedTimeWindow(Emitter):
     """Windows ``[k·T, (k+1)·T)`` on the UTC epoch grid, ``T = interval`` seconds.
 
-    * A window is emitted once ``end + grace`` has passed (wall clock of the consumer).
+    * A window is emitted once ``end + grace`` has passed: by the consumer's wall clock
+      for append times; with event times (``time_field=``), once an item with an event
+      time at or after ``end + grace`` has arrived (the data's own watermark — so
+      replaying old data emits its windows at once, and no empty windows are invented
+      between the data's end and now).
     * Windows are contiguous: after a group's first window every interval gets a
       window, empty or not. The first window is the one holding the group's first
       pending item (or the current time, when nothing is pending).
@@ -45,12 +49,19 @@ class FixedTimeWindow(Emitter):
             first = pending.time_at(0)
             start = (first if first is not None else now) // t * t
         end = start + t
-        if now < end + self._g:
-            return Wait(until=end + self._g, pending=None)
+        if pending.event_time:
+            beyond = pending.before(end + self._g)  # items before the watermark we need
+            watermark = pending.time_at(beyond)
+            if watermark is None:
+                return Wait(pending=beyond + 1)
+        else:
+            watermark = now
+            if now < end + self._g:
+                return Wait(until=end + self._g, pending=None)
         count = pending.before(end)
         # Claim the following empty windows too: those that are closed and end
         # before the next pending item's window.
-        closed_until = (now - self._g) // t * t
+        closed_until = (watermark - self._g) // t * t
         following = pending.time_at(count)
         last_end = closed_until if following is None else min(closed_until, following // t * t)
         extra = max(0, min(MAX_EMPTY_RUN - 1, (last_end - end) // t))

@@ -110,6 +110,8 @@ class Store(ABC):
     url: str
     #: how long an idle consumer sleeps between probes at most (seconds)
     max_poll: float = 0.01
+    #: whether items may hold a list directly inside a list (FerretDB v1 cannot store one)
+    nested_arrays: bool = True
 
     # -- streams ------------------------------------------------------------
 

@@ -82,6 +82,9 @@ class MongoStore(Store):
                 f"cannot reach MongoDB at {self.url} within {timeout:g} s "
                 "(is the server running? STREAMLOG_CONNECT_TIMEOUT sets the wait)"
             ) from None
+        build = self.client.admin.command("buildInfo")
+        # Capability check: FerretDB v1 rejects arrays nested directly in arrays.
+        self.nested_arrays = "ferretdbVersion" not in build
         self.db = self.client.get_database(database, codec_options=_CODEC)
         self._streams = self.db["streams"]
         self._groups = self.db["groups"]

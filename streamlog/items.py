@@ -27,11 +27,11 @@ Anything else (bytes, sets, Decimals, arbitrary objects) raises
 from __future__ import annotations
 
 import math
+import sys
 import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
-import numpy as np
 import orjson
 
 from .errors import BadItemError
@@ -113,14 +113,16 @@ def _other(value: Any, path: str) -> Any:
         if value != value:  # pandas NaT is a datetime subclass that is unequal to itself
             return None
         return _datetime(value)
-    if isinstance(value, np.generic):
+    # numpy values can only exist if numpy is imported: no need to import it ourselves.
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(value, np.generic):
         if isinstance(value, np.datetime64):
             if np.isnat(value):
                 return None
             micros = int(value.astype("datetime64[us]").astype(np.int64))
             return _datetime(_EPOCH + timedelta(microseconds=micros))
         return _value(value.item(), path)
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
         return _value(value.tolist(), path)
     # Subclasses of the plain types (IntEnum, str enums, ...): store the plain value.
     if isinstance(value, bool):
@@ -139,11 +141,8 @@ def _other(value: Any, path: str) -> Any:
 
 
 def _is_pandas_na(value: Any) -> bool:
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        return False
-    return value is pd.NA or value is pd.NaT
+    pd = sys.modules.get("pandas")
+    return pd is not None and (value is pd.NA or value is pd.NaT)
 
 
 def _nested_array(value: Any, path: str, in_list: bool) -> str | None:

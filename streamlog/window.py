@@ -78,11 +78,8 @@ class Window:
         return frame
 
     def __repr__(self) -> str:
-        name = getattr(self.stream, "name", self.stream)
+        # The omega|ml / minibatch format users know: Window [start] [items]
         bounds = f"{self.start:%Y-%m-%d %H:%M:%S.%f}"[:-3] if self._start is not None else "-"
-        return f"Window [{bounds}] {name}/{self.group} #{self.seq} {len(self)} items: {self._preview()}"
-
-    def _preview(self) -> str:
-        shown: list[Any] = self.data[:3]
-        more = f" … +{len(self.data) - 3}" if len(self.data) > 3 else ""
-        return f"{shown}{more}"
+        shown: list[Any] = self.data[:5]
+        more = f" (+{len(self.data) - 5} more)" if len(self.data) > 5 else ""
+        return f"Window #{self.seq} [{bounds}] {shown}{more}"

@@ -5,10 +5,12 @@ set -euo pipefail
 VERSION=v1.24.2
 GOBIN_DIR="$(go env GOPATH)/bin"
 BIN="$GOBIN_DIR/ferretdb"
-if [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "$VERSION"; then
+# (Capture --version output first: piping it into grep -q can SIGPIPE under pipefail.)
+version_of() { "$1" --version 2>/dev/null || true; }
+if [ -x "$BIN" ] && [[ "$(version_of "$BIN")" == *"version: $VERSION"* ]]; then
   echo "ferretdb $VERSION already at $BIN"; exit 0
 fi
-if command -v ferretdb >/dev/null 2>&1 && ferretdb --version 2>/dev/null | grep -q "$VERSION"; then
+if command -v ferretdb >/dev/null 2>&1 && [[ "$(version_of ferretdb)" == *"version: $VERSION"* ]]; then
   echo "ferretdb $VERSION already on PATH"; exit 0
 fi
 work="$(mktemp -d)"
@@ -26,4 +28,4 @@ chmod -R u+w "$work/src"
 echo "$VERSION" > "$work/src/build/version/version.txt"
 mkdir -p "$GOBIN_DIR"
 (cd "$work/src" && go build -o "$BIN" ./cmd/ferretdb)
-"$BIN" --version | head -1
+echo "installed $(version_of "$BIN" | sed -n 1p) at $BIN"

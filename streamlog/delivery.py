@@ -260,6 +260,8 @@ class Cursor:
             return Waiting(decision, head.hi, pending.seen)
         if not isinstance(decision, Emit):
             raise ConsumerError(f"{self.emitter!r}.select() returned {decision!r}, not Emit or Wait")
+        if decision.count < 0 or (decision.count == 0 and (decision.start is None or decision.end is None)):
+            raise ConsumerError(f"{self.emitter!r} emitted {decision!r}: an empty window needs start and end")
         windows = decision.windows
         if max_windows is not None and windows > max_windows >= 1:
             windows = max_windows  # the extra windows of a run are empty: just claim fewer

@@ -81,10 +81,21 @@ def _key(key: Any, path: str) -> str:
 
 
 def _mapping(value: Mapping, path: str) -> dict:
+    # The hot path of every append: plain keys and scalar values are checked inline
+    # (no call per value); anything else goes through _value.
     out = {}
     for key, item in value.items():
-        key = _key(key, path)
-        out[key] = _value(item, f"{path}.{key}" if path else key)
+        if type(key) is not str or not key or key[0] == "$" or "." in key or "\x00" in key:
+            key = _key(key, path)
+        kind = type(item)
+        if kind is float:
+            out[key] = item if item - item == 0.0 else None  # NaN and ±inf give NaN
+        elif kind is str or kind is bool or item is None:
+            out[key] = item
+        elif kind is int and _INT64_MIN <= item <= _INT64_MAX:
+            out[key] = item
+        else:
+            out[key] = _value(item, f"{path}.{key}" if path else key)
     return out
 
 

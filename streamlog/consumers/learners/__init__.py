@@ -1,0 +1,20 @@
+"""Online learners: callable consumers for :func:`streamlog.streaming` that learn window by
+window and checkpoint their state to the store.
+
+* :class:`OnlineLinearRegression` — exact (or exponentially forgetting) least squares;
+* :class:`OnlineKMeans` — mini-batch k-means with Spark-style decay;
+* :class:`PartialFit` — any scikit-learn ``partial_fit`` estimator or river model.
+
+::
+
+    from streamlog.consumers import OnlineLinearRegression
+    model = OnlineLinearRegression(features=["x1", "x2"], target="y")
+    streamlog.streaming("sensors", size=60, sink="sensors.model").apply(model)
+"""
+
+from .base import Learner
+from .kmeans import OnlineKMeans
+from .partial_fit import PartialFit
+from .regression import OnlineLinearRegression
+
+__all__ = ["Learner", "OnlineLinearRegression", "OnlineKMeans", "PartialFit"]

@@ -1,0 +1,279 @@
+"""Bring your own learner: :class:`PartialFit` wraps scikit-learn and river models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...errors import ConsumerError
+from . import codec
+from .base import Learner
+from .data import matrix
+from .metrics import RunningAccuracy, RunningError
+
+_MAX_SUMMARY = 100  # numbers of coefficients / centres put into each sink record
+
+
+def _is_river(estimator: Any) -> bool:
+    return any(k.__module__.startswith("river.") for k in type(estimator).__mro__)
+
+
+def _task(estimator: Any, river: bool) -> str:
+    if river:
+        from river import base
+
+        for kind, name in ((base.Classifier, "classifier"), (base.Regressor, "regressor"),
+                           (base.Clusterer, "clusterer")):
+            if isinstance(estimator, kind):
+                return name
+        return "other"
+    from sklearn import base
+
+    checks = (("classifier", base.is_classifier), ("regressor", base.is_regressor),
+              ("clusterer", getattr(base, "is_clusterer", None)))
+    for name, check in checks:
+        try:
+            if check is not None and check(estimator):
+                return name
+        except Exception:  # noqa: BLE001 - not a full scikit-learn estimator (no tags)
+            if getattr(estimator, "_estimator_type", None) == name:
+                return name
+    return "other"
+
+
+class PartialFit(Learner):
+    """Any incremental model as a streaming learner with durable state.
+
+    * scikit-learn: an estimator with ``partial_fit`` (``SGDRegressor``, ``SGDClassifier``
+      — give ``classes=`` —, ``MiniBatchKMeans``, ``GaussianNB``, ``MLPRegressor``, …); it
+      gets ``partial_fit(X)`` or ``partial_fit(X, y)`` per window with ``X`` the feature
+      columns as a float array.
+    * river: a model with ``learn_many`` (given a DataFrame per window) or ``learn_one``
+      (called per item, with a dict of the features).
+
+    ``target=`` names the label field (supervised models); without it the model learns
+    from the features alone. Rows with a missing value are skipped (``n_skipped_``).
+    Prequential error: regressors keep ``rmse_``/``mae_`` (in ``error_``), classifiers
+    ``accuracy_``, each window scored before it is learned.
+
+    Checkpoints are plain data (see :mod:`~streamlog.consumers.learners.codec`): the
+    estimator's parameters and every attribute it learned — arrays, numbers, dicts,
+    random generator states, nested river objects — written back into a fresh instance
+    on resume. Functions and classes an estimator holds are stored by import name only
+    (lambdas and closures not at all: the fresh instance's own are kept); no code is
+    ever pickled. The first checkpoint verifies that the model round-trips (same
+    encoding, same predictions, and the same state after learning one more window); a
+    model that does not (one holding a lambda it built while learning, say) fails with
+    a clear error — give ``checkpoint=False`` to learn without durable state.
+
+    ``estimator`` is the live model (after a resume or a rollback it is a new object:
+    read it from the learner, do not keep the one you passed in).
+    """
+
+    def __init__(self, estimator: Any, features, target: str | None = None, classes=None, *,
+                 name: str | None = None, checkpoint: bool = True, threads: int | None = 1):
+        super().__init__(features, target, name=name, checkpoint=checkpoint, threads=threads)
+        self.river = _is_river(estimator)
+        if self.river:
+            if not (hasattr(estimator, "learn_one") or hasattr(estimator, "learn_many")):
+                raise ConsumerError(f"{type(estimator).__name__} has neither learn_one nor learn_many")
+        elif not hasattr(estimator, "partial_fit"):
+            raise ConsumerError(f"{type(estimator).__name__} has no partial_fit: PartialFit needs an "
+                                "incremental scikit-learn estimator or a river model")
+        self.estimator = estimator
+        self.task = _task(estimator, self.river)
+        if self.task in ("classifier", "regressor") and target is None:
+            raise ConsumerError(f"{type(estimator).__name__} is a {self.task}: give target=")
+        if self.task == "classifier" and not self.river and classes is None and not hasattr(estimator, "classes_"):
+            raise ConsumerError(f"{type(estimator).__name__}.partial_fit needs every class up front: give classes=")
+        self.classes = None if classes is None else list(np.asarray(classes).tolist())
+        self._verified = False
+        self._last: tuple | None = None
+        self.error_ = self._new_error()
+
+    def _new_error(self):
+        if self.target is None:
+            return None
+        return RunningAccuracy() if self.task == "classifier" else RunningError()
+
+    @property
+    def rmse_(self) -> float | None:
+        return getattr(self.error_, "rmse", None)
+
+    @property
+    def mae_(self) -> float | None:
+        return getattr(self.error_, "mae", None)
+
+    @property
+    def accuracy_(self) -> float | None:
+        return getattr(self.error_, "accuracy", None)
+
+    def _config(self) -> dict:
+        return {"features": self.features, "target": self.target,
+                "estimator": codec._class_name(type(self.estimator)), "params": codec.params(self.estimator)}
+
+    @property
+    def fitted(self) -> bool:
+        return self.n_seen_ > 0
+
+    # -- input ------------------------------------------------------------------------
+
+    def _arrays(self, data: Any, y: Any = None, need_target: bool = True):
+        owner = type(self).__name__
+        if need_target and self.target is not None and y is None and isinstance(data, np.ndarray):
+            raise ConsumerError(f"{owner}: an array holds the features only; give the targets as y=")
+        numeric_target = need_target and self.target is not None and y is None and self.task != "classifier"
+        X = matrix(owner, data, self.features + [self.target] if numeric_target else self.features)
+        if not need_target or self.target is None and y is None:
+            return X, None
+        if numeric_target:
+            X, y = X[:, :-1], X[:, -1]
+        elif y is None:
+            y = matrix(owner, data, [self.target], numeric=False)
+            y = y[:, 0] if y.ndim == 2 else y
+        else:
+            y = np.asarray(y)
+            if self.task != "classifier":
+                y = y.astype(float)
+        if len(y) != len(X):
+            raise ConsumerError(f"{owner}: {len(X)} rows of features but {len(y)} targets")
+        return X, y
+
+    def _clean(self, X: np.ndarray, y: np.ndarray | None):
+        ok = np.isfinite(X).all(axis=1)
+        if y is not None:
+            if y.dtype.kind in "fc":
+                ok &= np.isfinite(y)
+            elif y.dtype.kind == "O":
+                ok &= np.array([v is not None and v == v for v in y.tolist()], dtype=bool)
+        if ok.all():
+            return X, y
+        self.n_skipped_ += int((~ok).sum())
+        return X[ok], (None if y is None else y[ok])
+
+    # -- learning and predicting with a given model -------------------------------------
+
+    def _frame(self, X: np.ndarray):
+        import pandas as pd
+
+        return pd.DataFrame(X, columns=self.features)
+
+    def _learn_into(self, model: Any, X: np.ndarray, y: np.ndarray | None) -> None:
+        if not self.river:
+            if y is None:
+                model.partial_fit(X)
+            elif self.task == "classifier" and not hasattr(model, "classes_"):
+                model.partial_fit(X, y, classes=self.classes)
+            else:
+                model.partial_fit(X, y)
+            return
+        if hasattr(model, "learn_many"):
+            import pandas as pd
+
+            frame = self._frame(X)
+            if y is None:
+                model.learn_many(frame)
+            else:
+                model.learn_many(frame, pd.Series(y))
+            return
+        features = self.features
+        rows = X.tolist()
+        if y is None:
+            for row in rows:
+                model.learn_one(dict(zip(features, row)))
+        else:
+            for row, target in zip(rows, y.tolist()):
+                model.learn_one(dict(zip(features, row)), target)
+
+    def _predict_with(self, model: Any, X: np.ndarray) -> np.ndarray:
+        if not self.river:
+            return np.asarray(model.predict(X))
+        if hasattr(model, "predict_many"):
+            return np.asarray(model.predict_many(self._frame(X)))
+        if hasattr(model, "predict_one"):
+            features = self.features
+            return np.asarray([model.predict_one(dict(zip(features, row))) for row in X.tolist()])
+        raise ConsumerError(f"{type(model).__name__} cannot predict")
+
+    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+        self._learn_into(self.estimator, X, y)
+        self._last = (X, y)
+
+    def _infer(self, X: np.ndarray) -> np.ndarray:
+        return self._predict_with(self.estimator, X)
+
+    def _score(self, X: np.ndarray, y: np.ndarray | None) -> None:
+        if self.error_ is None or y is None:
+            return
+        pred = self._infer(X)
+        if self.task == "classifier":
+            self.error_.update(y, pred)
+        else:
+            self.error_.update(y, np.asarray(pred, dtype=float))
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _reset_model(self) -> None:
+        self.estimator = codec.fresh(self.estimator)
+        self.error_ = self._new_error()
+
+    def _check_checkpoint(self) -> None:
+        """Before the first checkpoint: make sure the model round-trips as plain data."""
+        if self._verified or self._last is None:
+            return
+        X, y = self._last
+        try:
+            codec.verify(self.estimator, learn=lambda m: self._learn_into(m, X, y),
+                         predict=lambda m: self._predict_with(m, X))
+        except codec.UnsupportedState as exc:
+            raise ConsumerError(
+                f"{self.name}: cannot checkpoint {type(self.estimator).__name__} as plain data ({exc}); "
+                "give PartialFit(..., checkpoint=False) to learn without durable state") from None
+        self._verified = True
+
+    def _model_state(self) -> dict:
+        return {
+            "estimator": codec.encode(self.estimator),
+            "classes": self.classes,
+            "error": None if self.error_ is None else self.error_.state(),
+        }
+
+    def _load_model_state(self, state: dict) -> None:
+        self.estimator = codec.restore(state["estimator"], self.estimator)
+        self.error_ = self._new_error()
+        if self.error_ is not None and state.get("error"):
+            self.error_.load(state["error"])
+
+    def summary(self) -> dict:
+        out: dict[str, Any] = {"estimator": type(self.estimator).__name__}
+        model = self.estimator
+        coef = getattr(model, "coef_", None) if not self.river else None
+        if coef is not None and np.size(coef) <= _MAX_SUMMARY:
+            coef = np.asarray(coef, dtype=float)
+            if coef.ndim == 1 and len(coef) == len(self.features):
+                out["coef"] = {f: float(c) for f, c in zip(self.features, coef)}
+            elif coef.ndim == 2 and coef.shape[1] == len(self.features):  # one row per class
+                out["coef"] = [dict(zip(self.features, row)) for row in coef.tolist()]
+            else:
+                out["coef"] = coef.ravel().tolist()
+            intercept = np.asarray(getattr(model, "intercept_", 0.0), dtype=float).ravel()
+            out["intercept"] = float(intercept[0]) if intercept.size == 1 else intercept.tolist()
+        centers = getattr(model, "cluster_centers_", None) if not self.river else None
+        if centers is not None and np.size(centers) <= _MAX_SUMMARY:
+            out["centers"] = [dict(zip(self.features, c)) for c in np.asarray(centers, dtype=float).tolist()]
+        if self.river:
+            weights = getattr(model, "weights", None)
+            if isinstance(weights, dict) and len(weights) <= _MAX_SUMMARY:
+                out["coef"] = {str(k): float(v) for k, v in weights.items()}
+                if isinstance(getattr(model, "intercept", None), (int, float)):
+                    out["intercept"] = float(model.intercept)
+            centers = getattr(model, "centers", None)
+            if isinstance(centers, dict) and len(centers) * len(self.features) <= _MAX_SUMMARY:
+                out["centers"] = [{f: float(c.get(f, 0.0)) for f in self.features} for c in centers.values()]
+        if self.error_ is not None:
+            out.update(self.error_.summary())
+        return out
+
+    def __repr__(self) -> str:
+        return f"PartialFit({self.estimator!r}, features={self.features!r}, n_seen_={self.n_seen_})"

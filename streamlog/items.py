@@ -249,7 +249,7 @@ def decode(raw: bytes | str) -> dict:
 def to_jsonable(value: Any) -> Any:
     """Make a returned item printable as plain JSON: datetimes become ISO-8601 strings."""
     if isinstance(value, datetime):
-        return value.isoformat()
+        return value.isoformat(timespec="milliseconds")
     if isinstance(value, dict):
         return {k: to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list):

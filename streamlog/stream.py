@@ -9,16 +9,17 @@ from typing import TYPE_CHECKING, Any, Iterable
 import orjson
 
 from . import delivery
-from .errors import BadItemError, ConsumerError, StreamlogError, UnknownStreamError
-from .items import ms_to_datetime, normalize, normalize_many, now_ms
+from .errors import ConsumerError, StreamlogError, UnknownStreamError
+from .items import _nested_array, ms_to_datetime, normalize, normalize_many, now_ms
 from .names import check_name
-from .store.base import ACTIVE, DEAD, FAILED, Batch, Group, StreamRecord
+from .store.base import Batch, Group, StreamRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
 
 DEAD_SUFFIX = ".dead"
 _RETENTION_EVERY = 1.0  # seconds between retention checks of one Stream handle
+_DEAD_COUNT_LIMIT = 10_000  # info() reads at most this many dead letters to count them per group
 
 
 def _records(batch: Batch) -> list[dict]:
@@ -154,9 +155,13 @@ class Stream:
         }
 
     def _dead_counts(self) -> dict[str, int]:
+        """Dead letters per group; past 10,000 of them only the total is counted (under "?")."""
         dead = self.name + DEAD_SUFFIX
-        if len(dead) > 100 or self.store.get_stream(dead) is None:
+        if self.store.get_stream(dead) is None:
             return {}
+        total = self.store.count(dead)
+        if total > _DEAD_COUNT_LIMIT:
+            return {"?": total}
         counts: dict[str, int] = {}
         for item in self.store.read(dead, 0, None).data:
             counts[item.get("group", "?")] = counts.get(item.get("group", "?"), 0) + 1
@@ -175,11 +180,19 @@ class Stream:
 
     def save_model(self, name: str, group: str, seq: int, state: dict) -> None:
         """Checkpoint a learner's state (plain data: numbers, strings, lists, dicts, arrays)
-        as of window ``seq`` of ``group``. Used by learners; insert-only, newest wins."""
+        as of window ``seq`` of ``group``. Used by learners.
+
+        Versions are keyed by ``seq``: the highest ``seq`` is the newest; saving an
+        existing ``seq`` again replaces that version (the last three are kept)."""
         try:
             plain = orjson.loads(orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY))
         except TypeError as exc:
             raise ConsumerError(f"model state of {name!r} is not plain data: {exc}") from None
+        if not self.store.nested_arrays:
+            found = _nested_array(plain, "", False)
+            if found:
+                raise ConsumerError(f"model state of {name!r} has a list inside a list at {found}, "
+                                    "which this server (FerretDB) cannot store")
         self.store.save_model(self.name, group, name, seq, plain)
 
     # -- retention ------------------------------------------------------------
@@ -287,5 +300,4 @@ class Stream:
             raise UnknownStreamError(f"no stream named {self.name!r}")
 
 
-__all__ = ["Stream", "DEAD_SUFFIX", "BadItemError"]
-_ = (ACTIVE, DEAD, FAILED)
+__all__ = ["Stream", "DEAD_SUFFIX"]

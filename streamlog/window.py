@@ -22,7 +22,9 @@ class Window:
       otherwise the first and last item's time (its event time with ``time_field=``;
       None for an empty window);
     * ``stream`` (the :class:`~streamlog.stream.Stream`), ``group`` (its name),
-      ``seq`` (the window's number in the group, from 1), ``attempt`` (1 on first
+      ``seq`` (the number of the window's claim in the group, from 1; the empty
+      fixed-time windows claimed together after a quiet spell share their claim's
+      ``seq``), ``attempt`` (1 on first
       delivery), ``late`` (items that belonged to an earlier fixed-time window);
     * ``frame()`` — a pandas DataFrame, one row per item, item keys as columns,
       indexed by offset (the index is named ``offset``; an item key ``offset`` stays a column).

@@ -1,0 +1,1 @@
+"""Helpers of scripts/bench.py (the streamlog benchmark suite). Not part of the library."""

@@ -220,10 +220,60 @@ class Cursor:
         self._times = event_times(time_field) if time_field else None
         self._head: Head | None = None
         self._head_at = 0
+        self._prefetch: Batch | None = None  # items an idle probe already read
+        self._prefetch_complete = False  # … and nothing more was pending then
+
+    # -- probing while idle ------------------------------------------------------
+
+    def probe(self, after: int, seen: int, want: int, full: bool) -> tuple[bool, int]:
+        """Look for items after offset ``seen``; return ``(ready, seen)``, ready once at least
+        ``want`` items are pending after ``after`` (the group's last claimed offset).
+
+        With a change token (SQLite) the probe is a point lookup of ``seen + 1`` (the last
+        offset when ``full``, which no gap can fool). Without one (MongoDB) the probe reads
+        the new items themselves and keeps them for the next claim, which then needs no
+        read of its own: one round trip less between an append and the consumer.
+        """
+        store, name = self.store, self.stream.name
+        if store.version() is not None:
+            if full:
+                last = store.last_offset(name)
+                grew = last is not None and last > seen
+            else:
+                grew, last = store.has_offset(name, seen + 1), None
+            if not grew:
+                return False, seen
+            if want <= 1:
+                return True, seen
+            last = store.last_offset(name) if last is None else last
+            return last - after >= want, last
+        limit = min(10_000, max(1, want - (seen - after)))
+        batch = store.read(name, seen + 1, limit)
+        if not batch:
+            return False, seen
+        pre = self._prefetch
+        if pre is not None and len(pre) and pre.offsets[-1] == seen and pre.offsets[0] == after + 1:
+            pre.extend(batch)
+        elif seen == after:
+            self._prefetch = pre = batch
+        else:  # items between after and seen were not kept: the claim reads them itself
+            self._prefetch = pre = None
+        self._prefetch_complete = len(batch) < limit
+        seen = batch.offsets[-1]
+        return seen - after >= want, seen
 
     # -- claiming -------------------------------------------------------------
 
     def _load(self, start: int, limit: int | None) -> Batch:
+        pre, self._prefetch = self._prefetch, None
+        if pre is not None and len(pre) and pre.offsets[0] == start:
+            if limit is not None and len(pre) >= limit:
+                return pre.head(limit)
+            if self._prefetch_complete:
+                return pre  # everything pending when the probe looked: enough for this round
+            pre.extend(self.store.read(self.stream.name, pre.offsets[-1] + 1,
+                                       None if limit is None else limit - len(pre)))
+            return pre
         return self.store.read(self.stream.name, start, limit)
 
     def reclaim(self, now: int) -> Claimed | None:

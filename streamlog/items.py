@@ -80,13 +80,19 @@ def _key(key: Any, path: str) -> str:
     return str(key)
 
 
+_good_keys: set[str] = set()  # keys already validated (items repeat their keys); bounded
+_GOOD_KEYS_MAX = 10_000
+
+
 def _mapping(value: Mapping, path: str) -> dict:
     # The hot path of every append: plain keys and scalar values are checked inline
     # (no call per value); anything else goes through _value.
     out = {}
     for key, item in value.items():
-        if type(key) is not str or not key or key[0] == "$" or "." in key or "\x00" in key:
+        if key not in _good_keys:
             key = _key(key, path)
+            if type(key) is str and len(_good_keys) < _GOOD_KEYS_MAX:
+                _good_keys.add(key)
         kind = type(item)
         if kind is float:
             out[key] = item if item - item == 0.0 else None  # NaN and ±inf give NaN
@@ -179,7 +185,7 @@ def normalize(item: Any, nested_arrays: bool = True) -> dict:
     cannot store one (FerretDB v1). Raises :class:`BadItemError` with the key path of
     the first problem.
     """
-    if not isinstance(item, Mapping):
+    if type(item) is not dict and not isinstance(item, Mapping):
         raise BadItemError(f"an item must be a dict, not {type(item).__name__}")
     out = _mapping(item, "")
     if not nested_arrays:

@@ -391,3 +391,37 @@ def test_bad_consumer_options_are_clear_errors(sqlite_url, options):
     with pytest.raises(streamlog.StreamlogError) as caught:
         streamlog.streaming("s", url=sqlite_url, **options)
     assert "\n" not in str(caught.value)
+
+
+def test_the_embedded_file_watch_wakes_on_another_connections_write(sqlite_url):
+    import sys
+
+    from streamlog.store.watch import file_watch
+
+    s = streamlog.stream("watched", url=sqlite_url)
+    watch = file_watch(s.store.path)
+    if watch is None:
+        assert not sys.platform.startswith("linux"), "inotify should be available on Linux"
+        return
+    try:
+        assert watch.wait(0.05) is False  # nothing written: times out
+        other = streamlog.Client(sqlite_url)  # a separate connection, as another process has
+        other.get("watched").append({"n": 1})
+        assert watch.wait(5) is True
+        other.close()
+    finally:
+        watch.close()
+
+
+def test_a_polling_consumer_works_where_no_file_watch_exists(url, monkeypatch):
+    s = streamlog.stream("polled", url=url)
+    monkeypatch.setattr(type(s.store), "watch", lambda self: None)
+    seen = []
+    fn = streamlog.streaming("polled", size=2, url=url)
+    thread, result = run_in_thread(fn, lambda w: seen.append(w.offsets))
+    s.append({"n": 0})
+    s.append({"n": 1})
+    wait_until(lambda: seen, timeout=10, message="a window through polling")
+    fn.stop()
+    thread.join(10)
+    assert seen == [[0, 1]] and result["n"] == 1

@@ -304,3 +304,11 @@ def test_ls_lists_streams(url):
     for name in ("b", "a", "c.dead"):
         streamlog.stream(name, url=url)
     assert streamlog.connect(url).streams() == ["a", "b", "c.dead"]
+
+
+def test_reads_larger_than_one_server_batch_are_complete(url):
+    s = streamlog.stream("big", url=url)
+    s.extend([{"n": i} for i in range(10_050)])
+    assert [r["offset"] for r in s.read(0, None)] == list(range(10_050))
+    assert [r["offset"] for r in s.read(20, 10_020)] == list(range(20, 10_040))
+    assert s.read(10_049, None)[0]["data"] == {"n": 10_049}

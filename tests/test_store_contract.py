@@ -312,3 +312,53 @@ def test_reads_larger_than_one_server_batch_are_complete(url):
     assert [r["offset"] for r in s.read(0, None)] == list(range(10_050))
     assert [r["offset"] for r in s.read(20, 10_020)] == list(range(20, 10_040))
     assert s.read(10_049, None)[0]["data"] == {"n": 10_049}
+
+
+def test_mongodb_round_trips_do_not_depend_on_batch_or_window_size(mongo_server):
+    """extend = 1 command whatever the batch; a window = 3 (read, claim, commit) whatever its size."""
+    from pymongo import monitoring
+
+    class Counter(monitoring.CommandListener):
+        def __init__(self):
+            self.commands = []
+
+        def started(self, event):
+            if event.command_name not in ("ping", "hello", "isMaster", "buildInfo", "endSessions"):
+                self.commands.append(event.command_name)
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    import uuid
+
+    counter = Counter()
+    url = f"{mongo_server}/rt{uuid.uuid4().hex[:8]}"
+    from streamlog.store.mongo import MongoStore
+
+    client = streamlog.Client(url)
+    client.store.close()  # the same backend again, with a command listener on its driver
+    client.store = MongoStore(url, url.rsplit("/", 1)[1], event_listeners=[counter])
+    try:
+        s = client.stream("rt")
+        s.append({"n": -1})  # the first append reads the last offset; later ones need not
+        for size in (1, 100, 2000):
+            counter.commands.clear()
+            s.extend([{"n": i} for i in range(size)])
+            assert counter.commands == ["insert"], size
+        group = ensure_group(s, "default")
+        per_window = {}
+        for size in (10, 1000):
+            cursor = Cursor(s, group, CountWindow(size), lease=30, max_retries=0)
+            cursor.head(now_ms())  # a consumer reads the chain head once, then keeps it
+            counter.commands.clear()
+            claimed = cursor.claim(now_ms())
+            cursor.commit(claimed)
+            assert len(claimed.batch) == size
+            per_window[size] = list(counter.commands)
+        assert per_window[10] == per_window[1000] == ["find", "insert", "update"]
+    finally:
+        client.store.client.drop_database(url.rsplit("/", 1)[1])
+        client.close()

@@ -200,7 +200,9 @@ class MongoStore(Store):
         if limit is not None and limit <= 0:
             return batch
         collection = f"items.{name}"
-        size = 10_000 if limit is None else min(limit, 10_000)
+        # batchSize = limit + 1 (as pymongo's Cursor does) lets the server see the cursor is
+        # exhausted and close it with the first batch: no getMore for a window.
+        size = 10_000 if limit is None else min(limit + 1, 10_000)
         command = {"find": collection, "filter": {"_id": query}, "sort": {"_id": 1}, "batchSize": size}
         if limit is not None:
             command["limit"] = limit

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 
 CTX = mp.get_context("spawn")
 
@@ -88,6 +89,24 @@ def consumer(url: str, name: str, size: int, fn_name: str, latency_file: str | N
 # -- workloads -----------------------------------------------------------------------
 
 
+@contextmanager
+def consumer_process(url: str, name: str, size: int, fn_name: str, latency_file: str | None):
+    """A minibatch consumer in its own process, started and ready; yields (process, go event)."""
+    ready, go, stop_q = CTX.Event(), CTX.Event(), CTX.Queue()
+    proc = CTX.Process(target=consumer, args=(url, name, size, fn_name, latency_file, ready, go, stop_q))
+    try:
+        proc.start()
+        if not ready.wait(120):
+            raise RuntimeError("minibatch consumer did not start")
+        yield proc, go
+    finally:
+        stop_q.put(True)
+        proc.join(30)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(10)
+
+
 def bench_append(url, reps, n, batchsize, log):
     from minibatch import Stream
 
@@ -125,12 +144,7 @@ def bench_count(url, db, reps, n, timeout, log):
         stream.flush()
         stream.stop()
         assert _buffer_count(db, name) == n
-        ready, go, stop_q = CTX.Event(), CTX.Event(), CTX.Queue()
-        proc = CTX.Process(target=consumer, args=(url, name, 100, "noop", None, ready, go, stop_q))
-        try:
-            proc.start()
-            if not ready.wait(120):
-                raise RuntimeError("minibatch consumer did not start")
+        with consumer_process(url, name, 100, "noop", None) as (proc, go):
             time.sleep(0.3)
             t0 = time.time()
             go.set()
@@ -145,12 +159,6 @@ def bench_count(url, db, reps, n, timeout, log):
             rate = (n - left) / (t1 - t0)
             runs.append({"rate": rate, "seconds": t1 - t0, "left": left})
             log(f"  minibatch CountWindow(100) rep {rep + 1}: {rate:,.1f} items/s ({n - left}/{n} in {t1 - t0:.1f} s)")
-        finally:
-            stop_q.put(True)
-            proc.join(30)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(10)
     return {"runs": runs, "rate": median([r["rate"] for r in runs]), "items": n}
 
 
@@ -164,41 +172,32 @@ def bench_latency(url, reps, n, idle_seconds, log):
         stream = Stream.get_or_create(name, url=url)
         fd, path = tempfile.mkstemp(prefix="mb-latency-")
         os.close(fd)
-        ready, go, stop_q = CTX.Event(), CTX.Event(), CTX.Queue()
-        proc = CTX.Process(target=consumer, args=(url, name, 1, "latency", path, ready, go, stop_q))
         try:
-            proc.start()
-            if not ready.wait(120):
-                raise RuntimeError("minibatch consumer did not start")
-            go.set()
-            time.sleep(1.0)
-            if idle_seconds:
-                c0, w0 = cpu_seconds(proc.pid), time.perf_counter()
-                time.sleep(idle_seconds)
-                cpu = (cpu_seconds(proc.pid) - c0) / (time.perf_counter() - w0) * 100
-                idle.append(cpu)
-                log(f"  minibatch idle rep {rep + 1}: consumer {cpu:.2f} % of a core")
-            for i in range(n):
-                time.sleep(rnd.uniform(0.02, 0.05))
-                stream.append({"i": i, "t": time.time()})
-            deadline = time.monotonic() + 60
-            lat = []
-            while time.monotonic() < deadline:
-                with open(path) as f:
-                    lat = [float(x) * 1000 for x in f.read().split()]
-                if len(lat) >= n:
-                    break
-                time.sleep(0.2)
-            runs.append({"p50": percentile(lat, 50), "p99": percentile(lat, 99), "n": len(lat),
-                         "max": max(lat) if lat else None})
-            log(f"  minibatch latency rep {rep + 1}: p50 {runs[-1]['p50']:.1f} ms, p99 {runs[-1]['p99']:.1f} ms "
-                f"({len(lat)}/{n} delivered)")
+            with consumer_process(url, name, 1, "latency", path) as (proc, go):
+                go.set()
+                time.sleep(1.0)
+                if idle_seconds:
+                    c0, w0 = cpu_seconds(proc.pid), time.perf_counter()
+                    time.sleep(idle_seconds)
+                    cpu = (cpu_seconds(proc.pid) - c0) / (time.perf_counter() - w0) * 100
+                    idle.append(cpu)
+                    log(f"  minibatch idle rep {rep + 1}: consumer {cpu:.2f} % of a core")
+                for i in range(n):
+                    time.sleep(rnd.uniform(0.02, 0.05))
+                    stream.append({"i": i, "t": time.time()})
+                deadline = time.monotonic() + 60
+                lat = []
+                while time.monotonic() < deadline:
+                    with open(path) as f:
+                        lat = [float(x) * 1000 for x in f.read().split()]
+                    if len(lat) >= n:
+                        break
+                    time.sleep(0.2)
+                runs.append({"p50": percentile(lat, 50), "p99": percentile(lat, 99), "n": len(lat),
+                             "max": max(lat) if lat else None})
+                log(f"  minibatch latency rep {rep + 1}: p50 {runs[-1]['p50']:.1f} ms, p99 {runs[-1]['p99']:.1f} ms "
+                    f"({len(lat)}/{n} delivered)")
         finally:
-            stop_q.put(True)
-            proc.join(30)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(10)
             stream.clear()
             stream.stop()
             os.unlink(path)

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import common  # noqa: E402
-from benchlib.common import ROOT, FerretDB, find_ferretdb, machine_info, median  # noqa: E402
+from benchlib.common import ROOT, FerretDB, find_ferretdb, machine_info  # noqa: E402
 
 WORKLOADS = ("append", "consume", "latency", "idle", "growth", "roundtrips", "memory", "minibatch")
 EXTRA_WORKLOADS = ("pollsweep",)  # not in the default run

@@ -34,7 +34,7 @@ import orjson
 
 from ..errors import BadURLError, UnknownStreamError, UnreachableError
 from ..items import decode, encode, now_ms
-from .base import ACTIVE, COMMITTED, FAILED, Batch, Claim, Group, Store, StreamRecord
+from .base import COMMITTED, FAILED, Batch, Claim, Group, Store, StreamRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (

@@ -220,32 +220,26 @@ class Cursor:
         self._times = event_times(time_field) if time_field else None
         self._head: Head | None = None
         self._head_at = 0
+        self._has_token = self.store.version() is not None  # probe by token + last offset?
         self._prefetch: Batch | None = None  # items an idle probe already read
         self._prefetch_complete = False  # … and nothing more was pending then
 
     # -- probing while idle ------------------------------------------------------
 
-    def probe(self, after: int, seen: int, want: int, full: bool) -> tuple[bool, int]:
+    def probe(self, after: int, seen: int, want: int) -> tuple[bool, int]:
         """Look for items after offset ``seen``; return ``(ready, seen)``, ready once at least
         ``want`` items are pending after ``after`` (the group's last claimed offset).
 
-        With a change token (SQLite) the probe is a point lookup of ``seen + 1`` (the last
-        offset when ``full``, which no gap can fool). Without one (MongoDB) the probe reads
-        the new items themselves and keeps them for the next claim, which then needs no
-        read of its own: one round trip less between an append and the consumer.
+        With a change token (SQLite) the probe is the last offset: one index lookup that
+        no gap can fool. Without one (MongoDB) the probe reads the new items themselves
+        (``_id >= seen + 1``, gap-proof too) and keeps them for the next claim, which then
+        needs no read of its own: one round trip less between an append and the consumer.
         """
         store, name = self.store, self.stream.name
-        if store.version() is not None:
-            if full:
-                last = store.last_offset(name)
-                grew = last is not None and last > seen
-            else:
-                grew, last = store.has_offset(name, seen + 1), None
-            if not grew:
+        if self._has_token:
+            last = store.last_offset(name)
+            if last is None or last <= seen:
                 return False, seen
-            if want <= 1:
-                return True, seen
-            last = store.last_offset(name) if last is None else last
             return last - after >= want, last
         limit = min(10_000, max(1, want - (seen - after)))
         batch = store.read(name, seen + 1, limit)

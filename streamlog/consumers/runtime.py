@@ -21,7 +21,8 @@ log = logging.getLogger("streamlog")
 
 #: how often a consumer looks for windows whose lease expired (seconds, at most)
 RECLAIM_EVERY = 1.0
-#: the gap-proof probe (last offset) runs at least this often while idle (seconds)
+#: an idle consumer probes at least this often even when the change token says nothing
+#: changed (seconds): a safety net under the token and the file watch
 FULL_PROBE_EVERY = 1.0
 #: after this long without new items a polling consumer backs off to ``idle_poll`` (seconds)
 IDLE_AFTER = 1.0
@@ -266,7 +267,7 @@ class Consumer:
                     current = store.version()
                     changed, version = current != version, current
                 if changed or full:
-                    ready, newer = self.cursor.probe(waiting.after, seen, want, full)
+                    ready, newer = self.cursor.probe(waiting.after, seen, want)
                     if ready:
                         return
                     if newer != seen:

@@ -6,7 +6,7 @@ backend only has to make a handful of operations correct and fast. The contract
 is deliberately narrow, as huey's ``BaseStorage`` is:
 
 * **items** — :meth:`append`, :meth:`read`, :meth:`trim`, plus cheap probes
-  (:meth:`last_offset`, :meth:`has_offset`, :meth:`count`);
+  (:meth:`last_offset`, :meth:`first_offset`, :meth:`count`);
 * **groups** — :meth:`create_group`, :meth:`groups`;
 * **claims** — a group's windows are a chain of *claims*, each covering a
   contiguous offset range. :meth:`claim` inserts one attempt under a unique
@@ -158,10 +158,6 @@ class Store(ABC):
     @abstractmethod
     def first_offset(self, name: str) -> int | None:
         """The oldest offset still stored, or None."""
-
-    @abstractmethod
-    def has_offset(self, name: str, offset: int) -> bool:
-        """Whether the item at ``offset`` exists: the cheapest probe an idle consumer makes."""
 
     @abstractmethod
     def count(self, name: str, after: int | None = None) -> int:

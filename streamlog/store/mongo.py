@@ -230,9 +230,6 @@ class MongoStore(Store):
     def first_offset(self, name: str) -> int | None:
         return self._edge(name, 1)
 
-    def has_offset(self, name: str, offset: int) -> bool:
-        return self._items(name).find_one({"_id": offset}, {"_id": 1}) is not None
-
     def count(self, name: str, after: int | None = None) -> int:
         command: dict = {"count": f"items.{name}"}
         if after is not None:

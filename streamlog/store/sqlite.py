@@ -279,11 +279,6 @@ class SQLiteStore(Store):
     def first_offset(self, name: str) -> int | None:
         return self._items_call(name, lambda sid: self._con().execute(f"SELECT min(off) FROM items_{sid}").fetchone()[0])
 
-    def has_offset(self, name: str, offset: int) -> bool:
-        return self._items_call(
-            name, lambda sid: self._con().execute(f"SELECT 1 FROM items_{sid} WHERE off=?", (offset,)).fetchone() is not None
-        )
-
     def count(self, name: str, after: int | None = None) -> int:
         if after is None:
             return self._items_call(name, lambda sid: self._con().execute(f"SELECT count(*) FROM items_{sid}").fetchone()[0])

@@ -178,6 +178,11 @@ def _nested_array(value: Any, path: str, in_list: bool) -> str | None:
     return None
 
 
+def nested_array_path(value: Any) -> str | None:
+    """The key path of the first list directly inside a list in ``value``, or None."""
+    return _nested_array(value, "", False)
+
+
 def normalize(item: Any, nested_arrays: bool = True) -> dict:
     """Check one item and return its canonical stored form (a new dict).
 
@@ -189,7 +194,7 @@ def normalize(item: Any, nested_arrays: bool = True) -> dict:
         raise BadItemError(f"an item must be a dict, not {type(item).__name__}")
     out = _mapping(item, "")
     if not nested_arrays:
-        found = _nested_array(out, "", False)
+        found = nested_array_path(out)
         if found:
             raise BadItemError(f"item value at {found} is a list inside a list, which this server "
                                "(FerretDB) cannot store")

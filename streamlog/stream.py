@@ -10,7 +10,7 @@ import orjson
 
 from . import delivery
 from .errors import ConsumerError, StreamlogError, UnknownStreamError
-from .items import _nested_array, ms_to_datetime, normalize, normalize_many, now_ms
+from .items import ms_to_datetime, nested_array_path, normalize, normalize_many, now_ms
 from .names import check_name
 from .store.base import Batch, Group, StreamRecord
 
@@ -189,7 +189,7 @@ class Stream:
         except TypeError as exc:
             raise ConsumerError(f"model state of {name!r} is not plain data: {exc}") from None
         if not self.store.nested_arrays:
-            found = _nested_array(plain, "", False)
+            found = nested_array_path(plain)
             if found:
                 raise ConsumerError(f"model state of {name!r} has a list inside a list at {found}, "
                                     "which this server (FerretDB) cannot store")

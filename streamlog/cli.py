@@ -476,8 +476,9 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _parse_json(raw: bytes | str, where: str) -> dict:
-    """Parse and check one item; raises :class:`BadItemError` saying ``where`` it is."""
+def _parse_json(raw: bytes | str, where: str, nested_arrays: bool = True) -> dict:
+    """Parse and check one item as the target store will (``nested_arrays``: whether it
+    can hold a list inside a list); raises :class:`BadItemError` saying ``where`` it is."""
     import orjson
 
     from streamlog.items import normalize
@@ -494,12 +495,12 @@ def _parse_json(raw: bytes | str, where: str) -> dict:
 
         value = json.loads(raw, parse_constant=_no_constants)
     try:
-        return normalize(value)
+        return normalize(value, nested_arrays)
     except BadItemError as exc:
         raise BadItemError(f"{where}: {exc}") from None
 
 
-def _validated_lines(source) -> tuple[Any, int, int]:
+def _validated_lines(source, nested_arrays: bool = True) -> tuple[Any, int, int]:
     """Read JSON lines from a binary stream, check every one, and spool the good ones.
 
     Returns ``(spool, items, lines)``: the non-blank lines, one per line in a temporary file
@@ -518,7 +519,7 @@ def _validated_lines(source) -> tuple[Any, int, int]:
             line = line.strip()
             if not line:
                 continue
-            _parse_json(line, f"line {number}")
+            _parse_json(line, f"line {number}", nested_arrays)
             spool.write(line)
             spool.write(b"\n")
             count += 1
@@ -580,7 +581,7 @@ def append_command(
     check_name(name)
     client = _client(url)  # fail fast on a bad URL or an unreachable server
     if item is not None and item != "-":
-        parsed = _parse_json(item, "the JSON argument")  # before creating the stream
+        parsed = _parse_json(item, "the JSON argument", client.store.nested_arrays)  # before creating the stream
         offset = client.stream(name).append(parsed)
         if not quiet:
             typer.echo(f"appended 1 item to {name} at offset {offset}")
@@ -589,7 +590,7 @@ def append_command(
     if _stdin_is_tty():
         typer.echo(f"{PROG}: reading JSON lines from stdin for {name!r} (Ctrl-D to end)", err=True)
     source = typer.get_binary_stream("stdin")
-    spool, total, _ = _validated_lines(source)
+    spool, total, _ = _validated_lines(source, client.store.nested_arrays)
     with spool:
         stream = client.stream(name)
         if total == 0:

@@ -238,6 +238,20 @@ def test_malformed_line_appends_nothing_and_names_the_line(url, bad, why):
     assert streamlog.connect(url).streams() == ["existing"]
 
 
+def test_append_checks_every_line_as_the_target_server_stores_it(url):
+    """A list inside a list: stored where the server can (SQLite, MongoDB), refused up front
+    on FerretDB v1 — in a later batch too, so nothing of the input is appended."""
+    lines = ['{"x": 1}'] * 3 + ['{"m": [[1, 2], [3, 4]]}']
+    stream = streamlog.connect(url).stream("matrix")
+    if stream.store.nested_arrays:
+        ok("append", "matrix", "--batch-size", "1", "--url", url, input="\n".join(lines) + "\n")
+        assert stream.read(3, 1)[0]["data"] == {"m": [[1, 2], [3, 4]]}
+    else:
+        line = fails(5, "append", "matrix", "--batch-size", "1", "--url", url, input="\n".join(lines) + "\n")
+        assert "line 4" in line and "list inside a list" in line, line
+        assert len(stream) == 0
+
+
 # ---------------------------------------------------------------------------
 # tail
 

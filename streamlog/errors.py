@@ -41,6 +41,22 @@ class UnreachableError(StreamlogError, ConnectionError):
     exit_code = 4
 
 
+class NoDatabaseError(StreamlogError, LookupError):
+    """A read-only command named an embedded database file that does not exist.
+
+    Read-only entry points (``ls``, ``info``, ``tail``) never create a database.
+    """
+
+    exit_code = 3
+
+
+class FencedError(StreamlogError):
+    """This consumer's claim on a window was taken over (its lease ran out) before it
+    could commit: the window belongs to the newer attempt, and this one must not commit."""
+
+    exit_code = 1
+
+
 class UnknownStreamError(StreamlogError, LookupError):
     """A stream that must exist does not (``info``, ``tail``, ``drop``, ``trim``)."""
 

@@ -132,6 +132,11 @@ class Consumer:
         self.idle_poll = max(self.max_poll, poll if poll is not None else stream.store.idle_poll)
         self.processed = 0
         self.failed = 0
+        #: items moved to the dead-letter stream by this run, and in how many windows
+        self.dead_lettered = 0
+        self.dead_windows = 0
+        #: where dead letters go: ``<stream>.dead``
+        self.dead_stream = stream.name + ".dead"
         self._stop = threading.Event()
 
     # -- control --------------------------------------------------------------
@@ -165,6 +170,9 @@ class Consumer:
 
     def run(self) -> int:
         group = ensure_group(self.stream, self.group_name, self.start)
+        attach = getattr(self.fn, "attach", None)
+        if callable(attach):  # learners resume their checkpoint before the first window
+            attach(self.stream, group.name)
         cursor = Cursor(self.stream, group, self.emitter, lease=self.lease,
                         max_retries=self.max_retries, time_field=self.time_field)
         self.cursor = cursor

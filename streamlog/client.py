@@ -17,9 +17,11 @@ class Client:
     Thread-safe; share one per process (``streamlog.connect`` does that for you).
     """
 
-    def __init__(self, url: str | None = None, timeout: float | None = None):
+    def __init__(self, url: str | None = None, timeout: float | None = None, create: bool = True):
+        """``create=False``: only look (read-only commands); a missing embedded database
+        file raises :class:`~streamlog.errors.NoDatabaseError` instead of being created."""
         self.url = resolve_url(url)
-        self.store: Store = open_store(self.url, timeout=timeout)
+        self.store: Store = open_store(self.url, timeout=timeout, create=create)
 
     def stream(self, name: str, *, max_items: int | None = None, max_age: float | None = None) -> "Stream":
         """Get or create a stream. ``max_items`` / ``max_age`` (seconds) set its retention."""

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from .emitters.base import Emit, Emitter, Pending, Wait
 from .errors import ConsumerError
 from .items import datetime_to_ms, now_ms
+from .names import dead_letter_stream
 from .store.base import ACTIVE, DEAD, Batch, Claim, Group
 from .window import Window
 
@@ -44,6 +45,8 @@ log = logging.getLogger("streamlog")
 #: a consumer trusts its own last claim as the chain head for this long (ms); older
 #: claims are re-read. Well below the hour that trim keeps closed claims for.
 HEAD_CACHE_MS = 60_000
+#: characters of an error message kept in a dead letter
+MAX_ERROR = 2_000
 
 
 @dataclass(slots=True)
@@ -331,28 +334,40 @@ class Cursor:
         claimed.claim.lease = now + self.lease_ms
         self.store.renew(claimed.claim, claimed.claim.lease)
 
-    def commit(self, claimed: Claimed) -> None:
-        self.store.commit(claimed.claim)
+    def commit(self, claimed: Claimed) -> bool:
+        """Commit the window; False when this attempt was fenced off (see :meth:`Store.commit`)."""
+        if self.store.commit(claimed.claim):
+            return True
+        c = claimed.claim
+        log.warning("window %s/%s #%d: attempt %d lost its lease to a newer attempt before it could "
+                    "commit; the newer attempt's result stands", c.stream, c.group, c.seq, c.attempt)
+        return False
 
-    def release(self, claimed: Claimed, error: str) -> None:
-        self.store.release(claimed.claim, error)
+    def release(self, claimed: Claimed, error: str, retry_at: int = 0) -> None:
+        """Give the window up for a retry from ``retry_at`` (ms) on."""
+        self.store.release(claimed.claim, error, retry_at)
 
-    def exhausted(self, claimed: Claimed) -> bool:
-        """Whether this attempt was the last one allowed (``max_retries + 1`` in all)."""
-        return claimed.claim.attempt > self.max_retries
+    def allowed(self, attempt: int) -> bool:
+        """The one retry rule: attempts ``1 … max_retries + 1`` may run; a window whose
+        next attempt is not allowed goes to the dead-letter stream instead."""
+        return attempt <= self.max_retries + 1
 
-    def dead_letter(self, claimed: Claimed, error: str, attempts: int | None = None) -> None:
-        """Move the window's items to ``<stream>.dead`` and close the window."""
-        from .stream import DEAD_SUFFIX
+    def dead_letter(self, claimed: Claimed, error: str, attempts: int | None = None) -> bool:
+        """Move the window's items to the dead-letter stream and close the window.
 
+        Returns False when the window was fenced off meanwhile (its dead letters were
+        appended all the same: at-least-once)."""
         c = claimed.claim
         attempts = c.attempt if attempts is None else attempts
+        dead_name = dead_letter_stream(self.stream.name)
         if len(claimed.batch):
-            dead = self.stream.client.stream(self.stream.name + DEAD_SUFFIX)
+            error = error if len(error) <= MAX_ERROR else error[:MAX_ERROR] + "…"
+            dead = self.stream.client.stream(dead_name)
             dead.extend([
                 {"offset": o, "data": d, "error": error, "attempts": attempts, "group": c.group}
                 for o, d in zip(claimed.batch.offsets, claimed.batch.data)
-            ])
-        self.store.commit(c, DEAD, error)
-        log.error("window %s/%s #%d moved to %s%s after %d attempts: %s", c.stream, c.group, c.seq,
-                  c.stream, DEAD_SUFFIX, attempts, error)
+            ], _dead_letters=True)
+        sealed = self.store.commit(c, DEAD, error)
+        log.error("window %s/%s #%d moved to %s after %d attempts: %s", c.stream, c.group, c.seq,
+                  dead_name, attempts, error)
+        return sealed

@@ -2,12 +2,16 @@
 
 Names become parts of MongoDB collection names and of composite keys, so they are
 restricted to a portable alphabet: letters, digits, ``_``, ``-``, ``.`` and ``:``,
-starting with a letter, digit or ``_``, at most 200 characters. (``<name>.dead``,
-the dead-letter stream, is therefore always a valid name too.)
+starting with a letter, digit or ``_``, at most 200 characters.
+
+Every stream has a dead-letter stream, :func:`dead_letter_stream`: ``<name>.dead``,
+shortened with a hash where that would pass the length limit, so it is always a
+valid name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from .errors import BadNameError
@@ -26,3 +30,20 @@ def check_name(name: object, what: str = "stream") -> str:
             "(starting with a letter, digit or '_', not ending with '.')"
         )
     return name
+
+
+DEAD_SUFFIX = ".dead"
+
+
+def dead_letter_stream(name: str) -> str:
+    """The stream that receives ``name``'s dead letters: ``<name>.dead``.
+
+    For names within 5 characters of the limit the result is the name cut short plus
+    ``-`` and 8 hex digits of its SHA-256 before ``.dead``: still unique in practice,
+    deterministic, and always a valid name.
+    """
+    dead = name + DEAD_SUFFIX
+    if len(dead) <= MAX_LENGTH:
+        return dead
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:MAX_LENGTH - len(DEAD_SUFFIX) - 9]}-{digest}{DEAD_SUFFIX}"

@@ -10,14 +10,13 @@ import orjson
 
 from . import delivery
 from .errors import ConsumerError, StreamlogError, UnknownStreamError
-from .items import ms_to_datetime, nested_array_path, normalize, normalize_many, now_ms
-from .names import check_name
+from .items import MAX_ITEM_BYTES, encode_many, ms_to_datetime, nested_array_path, normalize, normalize_many, now_ms
+from .names import DEAD_SUFFIX, check_name, dead_letter_stream
 from .store.base import Batch, Group, StreamRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
 
-DEAD_SUFFIX = ".dead"
 _RETENTION_EVERY = 1.0  # seconds between retention checks of one Stream handle
 _DEAD_COUNT_LIMIT = 10_000  # info() reads at most this many dead letters to count them per group
 
@@ -53,20 +52,24 @@ class Stream:
     # -- producing ----------------------------------------------------------
 
     def append(self, item: dict) -> int:
-        """Append one item and return its offset. One round trip (MongoDB) / one transaction."""
-        offsets = self.store.append(self.name, [normalize(item, self.store.nested_arrays)], now_ms())
-        self._retain_maybe()
-        return offsets[0]
+        """Append one item and return its offset. One round trip (MongoDB) / one transaction.
 
-    def extend(self, items: Iterable[dict]) -> list[int]:
+        The item is checked first (:mod:`streamlog.items`: types, nesting, 1 MiB encoded);
+        a bad one raises :class:`BadItemError` and nothing is written."""
+        return self.extend([item])[0]
+
+    def extend(self, items: Iterable[dict], *, _dead_letters: bool = False) -> list[int]:
         """Append many items (a list, any iterable of dicts, or a DataFrame) in O(1) round trips.
 
         All-or-nothing for bad input: every item is checked before any is written, so an
-        item that cannot be stored raises :class:`BadItemError` and stores none. Returns
-        the offsets, in the items' order. All items get the same append time.
+        item that cannot be stored (a type, more than 64 levels of nesting, over 1 MiB
+        encoded) raises :class:`BadItemError` and stores none. Returns the offsets, in the
+        items' order. All items get the same append time.
         """
         normalized = normalize_many(items, self.store.nested_arrays)
-        offsets = self.store.append(self.name, normalized, now_ms())
+        # A dead letter wraps an item of up to the limit with a little bookkeeping.
+        encoded = encode_many(normalized, MAX_ITEM_BYTES + 16_384 if _dead_letters else MAX_ITEM_BYTES)
+        offsets = self.store.append(self.name, normalized, now_ms(), encoded)
         self._retain_maybe()
         return offsets
 
@@ -156,7 +159,7 @@ class Stream:
 
     def _dead_counts(self) -> dict[str, int]:
         """Dead letters per group; past 10,000 of them only the total is counted (under "?")."""
-        dead = self.name + DEAD_SUFFIX
+        dead = dead_letter_stream(self.name)
         if self.store.get_stream(dead) is None:
             return {}
         total = self.store.count(dead)
@@ -232,7 +235,7 @@ class Stream:
                 before = max(before, last - options["max_items"] + 1)
         if options.get("max_age"):
             before = max(before, self._offset_at(now_ms() - int(options["max_age"] * 1000)))
-        return self._trim_before(before) if before > 0 else 0
+        return self._trim_before(before, wait=False) if before > 0 else 0
 
     # -- trimming -------------------------------------------------------------
 
@@ -265,8 +268,8 @@ class Stream:
             limit = before
         return self._trim_before(limit)
 
-    def _trim_before(self, limit: int) -> int:
-        deleted = self.store.trim(self.name, limit)
+    def _trim_before(self, limit: int, wait: bool = True) -> int:
+        deleted = self.store.trim(self.name, limit, wait)
         # Old closed claims below the trimmed range are no longer needed; an hour's margin
         # keeps every claim a live consumer could still be building on.
         self.store.forget_claims(self.name, limit, now_ms() - 3_600_000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import threading
 import time
@@ -13,6 +14,7 @@ from ..delivery import Claimed, Cursor, Waiting, ensure_group
 from ..emitters.base import Emitter
 from ..errors import ConsumerError
 from ..items import now_ms
+from ..names import dead_letter_stream
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..stream import Stream
@@ -114,7 +116,8 @@ class Consumer:
     def __init__(self, stream: "Stream", fn: Callable, emitter: Emitter, *, group: str = "default",
                  start: str | int = "earliest", sink: "Stream | None" = None, blocking: bool = True,
                  lease: float = 30.0, max_retries: int = 3, max_windows: int | None = None,
-                 time_field: str | None = None, poll: float | None = None):
+                 time_field: str | None = None, poll: float | None = None,
+                 retry_delay: float = 0.5, retry_max_delay: float = 30.0):
         if not callable(fn):
             raise ConsumerError(f"the consumer must be callable, not {type(fn).__name__}")
         self.stream = stream
@@ -126,6 +129,8 @@ class Consumer:
         self.blocking = blocking
         self.lease = lease
         self.max_retries = max_retries
+        self.retry_delay = retry_delay
+        self.retry_max_delay = retry_max_delay
         self.max_windows = max_windows
         self.time_field = time_field
         self.max_poll = poll if poll is not None else stream.store.max_poll
@@ -136,7 +141,10 @@ class Consumer:
         self.dead_lettered = 0
         self.dead_windows = 0
         #: where dead letters go: ``<stream>.dead``
-        self.dead_stream = stream.name + ".dead"
+        self.dead_stream = dead_letter_stream(stream.name)
+        #: windows whose commit was fenced off: another attempt took them over
+        self.fenced = 0
+        self._retry_at = 0  # ms: the window this consumer released is retried from then
         self._stop = threading.Event()
 
     # -- control --------------------------------------------------------------
@@ -186,6 +194,14 @@ class Consumer:
                 if left is not None and left <= 0:
                     break
                 now = now_ms()
+                if self._retry_at:
+                    # Retry our failed window after its backoff, before any later window:
+                    # windows keep their offset order. (Reclaimable once lease < now.)
+                    if self._retry_at >= now:
+                        self._stop.wait((self._retry_at - now + 1) / 1000)
+                        continue
+                    self._retry_at = 0
+                    next_reclaim = 0.0
                 result: Claimed | Waiting | None = None
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + min(RECLAIM_EVERY, self.lease / 4)
@@ -200,7 +216,7 @@ class Consumer:
                     self._wait(result, watch)
                     continue
                 if not self._process(cursor, renewer, result):
-                    next_reclaim = 0.0  # released for retry: pick it up again now
+                    next_reclaim = 0.0  # released for retry: pick it up again after the backoff
         finally:
             renewer.close()
             if watch is not None:
@@ -209,11 +225,25 @@ class Consumer:
                 signal.signal(sig, old)
         return self.processed
 
+    def backoff(self, attempt: int) -> float:
+        """Seconds before retrying a window whose attempt ``attempt`` failed: exponential
+        (``retry_delay · 2^(attempt-1)``, at most ``retry_max_delay``) with jitter (× 0.5–1)."""
+        if self.retry_delay <= 0:
+            return 0.0
+        return min(self.retry_max_delay, self.retry_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+    def _dead_letter(self, cursor: Cursor, claimed: Claimed, error: str, attempts: int | None = None) -> None:
+        if cursor.dead_letter(claimed, error, attempts):
+            self.dead_lettered += len(claimed.batch)
+            self.dead_windows += 1
+        else:
+            self.fenced += 1
+
     def _process(self, cursor: Cursor, renewer: Renewer, claimed: Claimed) -> bool:
-        if claimed.claim.attempt > self.max_retries + 1:
+        if not cursor.allowed(claimed.claim.attempt):
             # Taken over after the last allowed attempt died with its process: do not run it again.
-            cursor.dead_letter(claimed, claimed.previous_error or "too many attempts",
-                               attempts=claimed.claim.attempt - 1)
+            self._dead_letter(cursor, claimed, claimed.previous_error or "too many attempts",
+                              attempts=claimed.claim.attempt - 1)
             return True
         renewer.start(claimed)
         done = 0
@@ -228,21 +258,26 @@ class Consumer:
             error = f"{type(exc).__name__}: {exc}"
             self.failed += 1
             c = claimed.claim
-            if cursor.exhausted(claimed):
+            if not cursor.allowed(c.attempt + 1):
                 log.error("window %s/%s #%d failed on attempt %d of %d:\n%s", c.stream, c.group, c.seq,
                           c.attempt, self.max_retries + 1, traceback.format_exc())
-                cursor.dead_letter(claimed, error)
+                self._dead_letter(cursor, claimed, error)
                 return True
-            log.warning("window %s/%s #%d failed on attempt %d of %d (will retry): %s", c.stream, c.group,
-                        c.seq, c.attempt, self.max_retries + 1, error)
-            cursor.release(claimed, error)
+            delay = self.backoff(c.attempt)
+            log.warning("window %s/%s #%d failed on attempt %d of %d (retry in %.2f s): %s", c.stream,
+                        c.group, c.seq, c.attempt, self.max_retries + 1, delay, error)
+            retry_at = now_ms() + round(delay * 1000)
+            cursor.release(claimed, error, retry_at)
+            self._retry_at = retry_at
             return False
         except BaseException:
             renewer.stop()  # KeyboardInterrupt/SystemExit: the lease lapses, another consumer retries
             raise
         renewer.stop()
-        cursor.commit(claimed)
-        self.processed += done
+        if cursor.commit(claimed):
+            self.processed += done
+        else:
+            self.fenced += 1
         return True
 
     def _wait(self, waiting: Waiting, watch) -> None:

@@ -50,7 +50,8 @@ class StreamingFunction:
                  grace: float | None = None, max_size: int | None = None, group: str = "default",
                  start: str | int = "earliest", sink: str | None = None, blocking: bool = True,
                  lease: float = 30.0, max_retries: int = 3, max_windows: int | None = None,
-                 time_field: str | None = None, url: str | None = None, poll: float | None = None):
+                 time_field: str | None = None, url: str | None = None, poll: float | None = None,
+                 retry_delay: float = 0.5, retry_max_delay: float = 30.0):
         check_name(name)
         check_name(group, "group")
         if sink is not None:
@@ -59,6 +60,9 @@ class StreamingFunction:
             raise ConsumerError(f"lease must be a positive number of seconds, not {lease!r}")
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ConsumerError(f"max_retries must be an integer >= 0, not {max_retries!r}")
+        for option, value in (("retry_delay", retry_delay), ("retry_max_delay", retry_max_delay)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 86_400:
+                raise ConsumerError(f"{option} must be a number of seconds >= 0, not {value!r}")
         if max_windows is not None and (not isinstance(max_windows, int) or max_windows < 1):
             raise ConsumerError(f"max_windows must be a positive integer, not {max_windows!r}")
         if start not in ("earliest", "latest") and not (isinstance(start, int) and start >= 0):
@@ -68,7 +72,8 @@ class StreamingFunction:
         self.stream = self.client.stream(name)
         self.sink = self.client.stream(sink) if sink is not None else None
         self.options = dict(group=group, start=start, blocking=blocking, lease=lease,
-                            max_retries=max_retries, max_windows=max_windows, time_field=time_field, poll=poll)
+                            max_retries=max_retries, max_windows=max_windows, time_field=time_field, poll=poll,
+                            retry_delay=retry_delay, retry_max_delay=retry_max_delay)
         self.consumer: Consumer | None = None
         self._stopped = False
 
@@ -104,7 +109,9 @@ def streaming(name: str, size: int | None = None, interval: float | None = None,
     (``"earliest"``/``"latest"``/offset, for a new group), ``sink`` (stream that receives
     the function's non-None return values), ``blocking`` (False: process what is ready,
     then return — for cron), ``max_windows``, ``lease`` (seconds, default 30),
-    ``max_retries`` (default 3), ``time_field`` (event time), ``url``.
+    ``max_retries`` (default 3), ``retry_delay`` / ``retry_max_delay`` (seconds: a failed
+    window is retried after ``retry_delay · 2^(attempt-1)``, capped, with jitter; default
+    0.5 / 30; 0 retries at once), ``time_field`` (event time), ``url``.
 
     As a decorator it runs the consumer at once and the decorated name is bound to the
     number of windows processed::

@@ -9,8 +9,12 @@ __all__ = ["open_store", "Store", "Batch", "Claim", "Group", "StreamRecord",
            "ACTIVE", "COMMITTED", "DEAD", "FAILED"]
 
 
-def open_store(url: str, timeout: float | None = None) -> Store:
-    """Open the backend a (resolved) URL names. Raises BadURLError or UnreachableError."""
+def open_store(url: str, timeout: float | None = None, create: bool = True) -> Store:
+    """Open the backend a (resolved) URL names. Raises BadURLError or UnreachableError.
+
+    ``create=False`` (read-only use) never creates anything: an embedded database file
+    that does not exist raises :class:`~streamlog.errors.NoDatabaseError`.
+    """
     target = parse_url(url)
     if target.kind == "mongodb":
         from .mongo import MongoStore
@@ -18,4 +22,4 @@ def open_store(url: str, timeout: float | None = None) -> Store:
         return MongoStore(target.url, target.database, timeout=timeout or connect_timeout())
     from .sqlite import SQLiteStore
 
-    return SQLiteStore(target.url, target.path)
+    return SQLiteStore(target.url, target.path, create=create)

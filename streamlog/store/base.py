@@ -10,7 +10,9 @@ is deliberately narrow, as huey's ``BaseStorage`` is:
 * **groups** — :meth:`create_group`, :meth:`groups`;
 * **claims** — a group's windows are a chain of *claims*, each covering a
   contiguous offset range. :meth:`claim` inserts one attempt under a unique
-  key ``(stream, group, seq, attempt)``; :meth:`renew`, :meth:`commit` and
+  key ``(stream, group, seq, attempt)``; :meth:`commit` *seals* the window by
+  inserting the next attempt's key as a closed record, so a commit and a
+  takeover of the same attempt exclude each other (fencing); :meth:`renew` and
   :meth:`release` update an attempt that only its owner writes;
   :meth:`expired` finds attempts to reclaim and :meth:`supersede` retires one;
 * **models** — insert-only learner checkpoints.
@@ -114,6 +116,10 @@ class Store(ABC):
     idle_poll: float = 0.05
     #: whether items may hold a list directly inside a list (FerretDB v1 cannot store one)
     nested_arrays: bool = True
+    #: seconds between reading the newest offset and deleting below it in :meth:`trim`
+    #: (0: trim is one transaction). See MongoStore: the fence that keeps a producer with a
+    #: cached offset from writing into a trimmed range.
+    trim_fence: float = 0.0
 
     # -- streams ------------------------------------------------------------
 
@@ -140,11 +146,16 @@ class Store(ABC):
     # -- items --------------------------------------------------------------
 
     @abstractmethod
-    def append(self, name: str, items: list[dict], time: int) -> list[int]:
+    def append(self, name: str, items: list[dict], time: int, encoded: list[bytes] | None = None) -> list[int]:
         """Store normalized items at the next offsets; return their offsets.
 
-        Offsets are unique per stream, increase in the order of one producer's appends
-        and are assigned without gaps. A batch costs O(1) round trips. The stream must exist.
+        ``encoded`` holds the items' canonical JSON (:func:`streamlog.items.encode_many`)
+        when the caller has it, so a backend that stores JSON need not encode again.
+        Offsets are unique per stream, above every offset ever stored or trimmed,
+        increase in the order of one producer's appends and are assigned without gaps.
+        A batch costs O(1) round trips. All-or-nothing unless the process dies or the
+        server is lost mid-batch (see docs/architecture.md, "Guarantees"). The stream
+        must exist.
         """
 
     @abstractmethod
@@ -164,9 +175,14 @@ class Store(ABC):
         """Number of items (with ``offset > after`` when given)."""
 
     @abstractmethod
-    def trim(self, name: str, before: int) -> int:
+    def trim(self, name: str, before: int, wait: bool = True) -> int:
         """Delete items with ``offset < before``; the newest item is always kept, so
-        offsets never restart. Returns the number deleted."""
+        offsets never restart. Returns the number deleted.
+
+        With a :attr:`trim_fence`, only offsets below the newest offset observed at
+        least that long ago are deleted: ``wait=True`` sleeps out the fence,
+        ``wait=False`` (retention, enforced by producers) uses the observation of an
+        earlier call and deletes nothing on the first."""
 
     def version(self) -> Any:
         """A token that changes when anyone may have written (None: unknown, probe instead)."""
@@ -205,12 +221,20 @@ class Store(ABC):
         """Extend the owner's lease on its attempt."""
 
     @abstractmethod
-    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> None:
-        """Close the attempt as ``committed`` (or ``dead`` after dead-lettering)."""
+    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> bool:
+        """Seal the window as ``committed`` (or ``dead`` after dead-lettering) and close the attempt.
+
+        The seal is the unique insert of key ``(stream, group, seq, attempt + 1)`` as a
+        closed record: it fails when a newer attempt already took the window over (the
+        owner's lease ran out), and then nothing is changed and False is returned — the
+        caller must not treat the window as done. A takeover, in turn, fails once the
+        seal is in. Exactly one of them wins.
+        """
 
     @abstractmethod
-    def release(self, claim: Claim, error: str) -> None:
-        """Mark the attempt failed and its lease expired, so the window is reclaimed at once."""
+    def release(self, claim: Claim, error: str, retry_at: int = 0) -> None:
+        """Mark the attempt failed; its lease ends at ``retry_at`` (ms), when the window
+        may be reclaimed for the next attempt (0: at once)."""
 
     @abstractmethod
     def supersede(self, claim: Claim) -> None:

@@ -22,31 +22,138 @@ rejected atomically by every MongoDB-wire server (error 11000):
 * **windows** — a claim attempt's ``_id`` is ``group/seq/attempt``; two consumers
   that build on the same chain head produce the same ``_id`` and only one insert wins.
 
-Every update (lease renewal, commit, release) is to an attempt document that only
-its owner writes. ``supersede`` is the one exception, and it is idempotent: it
-closes an attempt whose lease has already expired and that a newer attempt replaced.
+* **commits** — a commit inserts the *next* attempt's ``_id`` as a closed seal, so a
+  consumer whose lease ran out cannot commit over the attempt that took its window
+  over, and a takeover cannot start once the window is sealed (fencing).
+
+Every update (lease renewal, release, closing a sealed attempt) is to an attempt
+document that only its owner writes. ``supersede`` is the one exception, and it is
+idempotent: it closes an attempt whose lease has already expired and that a newer
+attempt replaced.
+
+**Trimmed offsets are fenced.** A producer caches its next offset; if the items at
+that offset had been trimmed, its insert would meet no duplicate key and land below
+offsets that every group has passed. So a cached offset is trusted for
+``OFFSET_CACHE_TTL`` seconds after it was verified (read as ``last + 1``, or
+followed the producer's own successful insert), and ``trim`` deletes only below the
+newest offset it observed at least ``TRIM_FENCE`` seconds earlier: by then every
+producer has re-read the last offset, which is above the trimmed range. A batch is
+sent in chunks of at most ``CHUNK_ITEMS`` items so no part of it goes out long
+after its offsets were verified. (Exact as long as no insert spends more than
+``TRIM_FENCE - OFFSET_CACHE_TTL`` seconds between being sent and being applied.)
+
+**Outages.** Every operation retries transient driver errors (lost connection, no
+server selectable, a server shutting down) with capped exponential backoff and
+jitter for up to ``retry_timeout`` seconds (``STREAMLOG_RETRY_TIMEOUT``, default 60),
+then raises :class:`~streamlog.errors.UnreachableError`. Retried writes are safe:
+items carry their batch's random token ``b``, so an insert that was applied before
+the connection dropped is recognised as ours on the retry (same offsets) and never
+stored twice; a claim or seal that was applied is recognised by its owner.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import random
 import threading
+import time as _time
 from datetime import datetime, timedelta, timezone
 
 import pymongo
-from bson.codec_options import CodecOptions
-from pymongo.errors import BulkWriteError, ConfigurationError, DuplicateKeyError, PyMongoError
+from bson.codec_options import CodecOptions, TypeDecoder, TypeRegistry
+from bson.int64 import Int64
+from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailure, DuplicateKeyError,
+                            OperationFailure, PyMongoError)
 
-from ..config import mask_url
+from ..config import mask_url, retry_timeout
 from ..errors import BadURLError, UnreachableError
 from ..items import now_ms
 from .base import COMMITTED, FAILED, Batch, Claim, Group, Store, StreamRecord
+
+log = logging.getLogger("streamlog")
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 KEEP_MODEL_VERSIONS = 3
 _PRUNE_EVERY = 20
-_CODEC = CodecOptions(tz_aware=True, tzinfo=UTC)
+#: seconds a producer trusts its cached next offset (see "Trimmed offsets are fenced")
+OFFSET_CACHE_TTL = 0.5
+#: seconds between trim's observation of the newest offset and its delete
+TRIM_FENCE = 2.0
+#: items per insert command: bounds how long after its verification a chunk is sent
+CHUNK_ITEMS = 10_000
+CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class _PlainInt(TypeDecoder):
+    """BSON int64 → ``int``, as the embedded backend returns it (not ``bson.Int64``)."""
+
+    bson_type = Int64
+
+    def transform_bson(self, value):
+        return int(value)
+
+
+_CODEC = CodecOptions(tz_aware=True, tzinfo=UTC, type_registry=TypeRegistry([_PlainInt()]))
+# Server errors that mean "try again": interrupted or shutting down, not primary.
+_TRANSIENT_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionFailure):  # AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
+        return True
+    if isinstance(exc, OperationFailure) and not isinstance(exc, (DuplicateKeyError, BulkWriteError)):
+        return exc.code in _TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    return mask_url(f"{type(exc).__name__}: {exc}".split("\n")[0][:300])
+
+
+def _retried(method):
+    """Retry ``method`` on transient errors until the store's retry deadline (idempotent ops)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        outage = None
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except PyMongoError as exc:
+                if outage is None:
+                    outage = self._outage()
+                outage.wait(exc)
+
+    return wrapper
+
+
+class _Outage:
+    """Backoff state while the server is unreachable: capped exponential delays with
+    jitter, then :class:`UnreachableError` once ``retry_timeout`` has passed."""
+
+    def __init__(self, store: "MongoStore"):
+        self.store = store
+        self.deadline = _time.monotonic() + store.retry_timeout
+        self.delay = 0.05
+        self.logged = False
+
+    def wait(self, exc: BaseException) -> None:
+        if not _transient(exc):
+            raise exc
+        left = self.deadline - _time.monotonic()
+        if left <= 0:
+            raise UnreachableError(
+                f"lost MongoDB at {self.store.url} for more than {self.store.retry_timeout:g} s "
+                f"(STREAMLOG_RETRY_TIMEOUT): {_describe(exc)}") from None
+        if not self.logged:
+            log.warning("MongoDB at %s is not answering (%s); retrying for up to %g s",
+                        self.store.url, _describe(exc), self.store.retry_timeout)
+            self.logged = True
+        _time.sleep(min(left, self.delay * random.uniform(0.5, 1.0)))
+        self.delay = min(self.delay * 2, 2.0)
 
 
 def _ms(value: datetime) -> int:
@@ -63,8 +170,12 @@ class MongoStore(Store):
     max_poll = 0.01
     idle_poll = 0.1
 
-    def __init__(self, url: str, database: str, timeout: float = 5.0, **client_options):
+    trim_fence = TRIM_FENCE
+
+    def __init__(self, url: str, database: str, timeout: float = 5.0, retry: float | None = None,
+                 **client_options):
         self.url = mask_url(url)
+        self.retry_timeout = retry_timeout() if retry is None else retry
         try:
             self.client = pymongo.MongoClient(
                 url,
@@ -74,25 +185,36 @@ class MongoStore(Store):
                 **client_options,
             )
         except (ConfigurationError, ValueError, TypeError) as exc:
-            raise BadURLError(f"{self.url}: {exc}") from None
+            raise BadURLError(f"{self.url}: {mask_url(str(exc))}") from None
         try:
             self.client.admin.command("ping")
-        except PyMongoError:
+            build = self.client.admin.command("buildInfo")
+        except OperationFailure as exc:
+            self.client.close()
+            if exc.code in (18, 13) or "auth" in str(exc).lower():
+                raise UnreachableError(
+                    f"MongoDB at {self.url} refused the credentials: {_describe(exc)}") from None
+            raise UnreachableError(f"MongoDB at {self.url} answered with an error: {_describe(exc)}") from None
+        except PyMongoError as exc:
             self.client.close()
             raise UnreachableError(
                 f"cannot reach MongoDB at {self.url} within {timeout:g} s "
-                "(is the server running? STREAMLOG_CONNECT_TIMEOUT sets the wait)"
+                f"(is the server running? STREAMLOG_CONNECT_TIMEOUT sets the wait): {_describe(exc)}"
             ) from None
-        build = self.client.admin.command("buildInfo")
         # Capability check: FerretDB v1 rejects arrays nested directly in arrays.
         self.nested_arrays = "ferretdbVersion" not in build
         self.db = self.client.get_database(database, codec_options=_CODEC)
         self._streams = self.db["streams"]
         self._groups = self.db["groups"]
         self._models = self.db["models"]
-        self._next: dict[str, int] = {}  # optimistic next offset per stream
+        # optimistic next offset per stream, and when it was verified (time.monotonic)
+        self._next: dict[str, tuple[int, float]] = {}
+        self._observed: dict[str, tuple[int, float]] = {}  # trim's last-offset observations
         self._saves = 0
         self._lock = threading.Lock()
+
+    def _outage(self) -> _Outage:
+        return _Outage(self)
 
     def close(self) -> None:
         self.client.close()
@@ -105,15 +227,14 @@ class MongoStore(Store):
 
     # -- streams --------------------------------------------------------------
 
+    @_retried
     def create_stream(self, name: str) -> StreamRecord:
         existing = self.get_stream(name)
         if existing is not None:
             return existing
         created = now_ms()
-        try:
-            self._streams.insert_one({"_id": name, "created": created, "options": {}})
-        except DuplicateKeyError:
-            return self.get_stream(name) or StreamRecord(name, created)
+        # The default group and the indexes first, the stream record last: a record that
+        # exists means its stream is complete, even if a retry or a crash cut this short.
         try:
             self._groups.insert_one(
                 {"_id": f"{name}/default", "s": name, "g": "default", "start": 0, "created": created})
@@ -125,20 +246,28 @@ class MongoStore(Store):
         claims.create_index([("g", 1), ("open", 1), ("lease", 1)])
         self._groups.create_index([("s", 1), ("g", 1)])
         self._models.create_index([("s", 1), ("g", 1), ("m", 1), ("q", 1)])
+        try:
+            self._streams.insert_one({"_id": name, "created": created, "options": {}})
+        except DuplicateKeyError:
+            return self.get_stream(name) or StreamRecord(name, created)
         return StreamRecord(name, created, {})
 
+    @_retried
     def get_stream(self, name: str) -> StreamRecord | None:
         doc = self._streams.find_one({"_id": name})
         if doc is None:
             return None
         return StreamRecord(name, doc["created"], doc.get("options") or {})
 
+    @_retried
     def streams(self) -> list[str]:
         return [d["_id"] for d in self._streams.find({}, {"_id": 1}).sort("_id", 1)]
 
+    @_retried
     def set_options(self, name: str, options: dict) -> None:
         self._streams.update_one({"_id": name}, {"$set": {"options": options}})
 
+    @_retried
     def drop(self, name: str) -> bool:
         existed = self._streams.delete_one({"_id": name}).deleted_count > 0
         self._items(name).drop()
@@ -154,42 +283,91 @@ class MongoStore(Store):
         last = self.last_offset(name)
         return 0 if last is None else last + 1
 
-    def append(self, name: str, items: list[dict], time: int) -> list[int]:
+    def _own_prefix(self, name: str, offset: int, token: int, n: int) -> int:
+        """How many of the documents at ``offset …`` in a row carry our batch token."""
+        docs = self._items(name).find({"_id": {"$gte": offset, "$lt": offset + n}}, {"b": 1}).sort("_id", 1)
+        mine = 0
+        for doc in docs:
+            if doc["_id"] != offset + mine or doc.get("b") != token:
+                break
+            mine += 1
+        return mine
+
+    def append(self, name: str, items: list[dict], time: int, encoded: list[bytes] | None = None) -> list[int]:
         n = len(items)
         if not n:
             return []
         coll = self._items(name)
         when = _EPOCH + timedelta(milliseconds=time)
-        offset = self._next.get(name)
-        if offset is None:
-            offset = self._read_next(name)
+        token = random.getrandbits(62)
+        sizes = [len(e) for e in encoded] if encoded is not None else None
         offsets: list[int] = []
         done = 0
+        offset, verified = self._next.get(name, (None, 0.0))
+        outage: _Outage | None = None
+        suspect = False  # an earlier attempt at these offsets may have been applied
         while done < n:
-            if n - done == 1:
+            if offset is None or (not suspect and _time.monotonic() - verified > OFFSET_CACHE_TTL):
+                verified = _time.monotonic()
                 try:
-                    coll.insert_one({"_id": offset, "t": when, "d": items[done]})
-                    offsets.append(offset)
-                    done = n
-                except DuplicateKeyError:
                     offset = self._read_next(name)
-                continue
-            docs = [{"_id": offset + i, "t": when, "d": item} for i, item in enumerate(items[done:])]
+                except PyMongoError as exc:
+                    outage = outage or self._outage()
+                    outage.wait(exc)
+                    offset = None
+                    continue
+            stop = min(n, done + CHUNK_ITEMS)
+            if sizes is not None:
+                total, stop = 0, done
+                while stop < n and stop - done < CHUNK_ITEMS and (stop == done or total + sizes[stop] <= CHUNK_BYTES):
+                    total += sizes[stop]
+                    stop += 1
+            docs = [{"_id": offset + i, "t": when, "d": items[done + i], "b": token} for i in range(stop - done)]
+            sent = _time.monotonic()
+            conflict = False
             try:
-                coll.insert_many(docs, ordered=True)
-                offsets.extend(range(offset, offset + len(docs)))
-                done = n
+                if len(docs) == 1:
+                    coll.insert_one(docs[0])
+                else:
+                    coll.insert_many(docs, ordered=True)
+                inserted = len(docs)
+            except DuplicateKeyError:
+                inserted, conflict = 0, True
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors") or []
                 if not errors or errors[0].get("code") != 11000:
                     raise
-                inserted = exc.details.get("nInserted", 0)
-                offsets.extend(range(offset, offset + inserted))
-                done += inserted
-                offset = self._read_next(name)
-        self._next[name] = offsets[-1] + 1
+                inserted, conflict = exc.details.get("nInserted", 0), True
+            except PyMongoError as exc:
+                outage = outage or self._outage()
+                outage.wait(exc)
+                suspect = True  # retry at the same offsets: what was applied shows as ours
+                continue
+            offsets.extend(range(offset, offset + inserted))
+            done += inserted
+            offset += inserted
+            if conflict:
+                if suspect:
+                    try:
+                        mine = self._own_prefix(name, offset, token, stop - done)
+                    except PyMongoError as exc:
+                        outage = outage or self._outage()
+                        outage.wait(exc)
+                        continue
+                    if mine:
+                        offsets.extend(range(offset, offset + mine))
+                        done += mine
+                        offset += mine
+                        continue
+                suspect = False
+                offset = None  # somebody else holds the next offset: re-read the last one
+            else:
+                suspect = False
+                verified = sent
+        self._next[name] = (offset, verified) if offset is not None else (offsets[-1] + 1, 0.0)
         return offsets
 
+    @_retried
     def read(self, name: str, start: int = 0, limit: int | None = None, end: int | None = None) -> Batch:
         # Plain find/getMore commands: a third less client CPU than a Cursor, which
         # matters for idle probes and small windows.
@@ -220,6 +398,7 @@ class MongoStore(Store):
                                     codec_options=_CODEC)["cursor"]
             docs = reply["nextBatch"]
 
+    @_retried
     def _edge(self, name: str, direction: int) -> int | None:
         doc = self._items(name).find_one({}, {"_id": 1}, sort=[("_id", direction)])
         return None if doc is None else doc["_id"]
@@ -230,20 +409,35 @@ class MongoStore(Store):
     def first_offset(self, name: str) -> int | None:
         return self._edge(name, 1)
 
+    @_retried
     def count(self, name: str, after: int | None = None) -> int:
         command: dict = {"count": f"items.{name}"}
         if after is not None:
             command["query"] = {"_id": {"$gt": after}}
         return int(self.db.command(command)["n"])
 
-    def trim(self, name: str, before: int) -> int:
-        last = self.last_offset(name)
-        if last is None:
-            return 0
-        return self._items(name).delete_many({"_id": {"$lt": min(before, last)}}).deleted_count
+    @_retried
+    def trim(self, name: str, before: int, wait: bool = True) -> int:
+        # The fence: delete only below an offset observed TRIM_FENCE s ago, when every
+        # producer's cached offset has been re-verified above it (module docstring).
+        observed = self._observed.get(name)
+        if observed is None or _time.monotonic() - observed[1] < TRIM_FENCE:
+            last = self.last_offset(name)
+            if last is None:
+                return 0
+            if observed is None:
+                observed = self._observed[name] = (last, _time.monotonic())
+            if not wait:
+                return 0
+            _time.sleep(max(0.0, TRIM_FENCE - (_time.monotonic() - observed[1])))
+        bound, _ = observed
+        del self._observed[name]
+        deleted = self._items(name).delete_many({"_id": {"$lt": min(before, bound)}}).deleted_count
+        return deleted
 
     # -- groups ---------------------------------------------------------------
 
+    @_retried
     def create_group(self, name: str, group: str, start: int) -> Group:
         doc = {"_id": f"{name}/{group}", "s": name, "g": group, "start": start, "created": now_ms()}
         try:
@@ -252,6 +446,7 @@ class MongoStore(Store):
             doc = self._groups.find_one({"_id": doc["_id"]}) or doc
         return Group(name, group, doc["start"], doc["created"])
 
+    @_retried
     def groups(self, name: str) -> list[Group]:
         docs = self._groups.find({"s": name}).sort("g", 1)
         return [Group(name, d["g"], d["start"], d["created"]) for d in docs]
@@ -275,17 +470,38 @@ class MongoStore(Store):
                      d.get("w", 1), d.get("owner", ""), d.get("lease", 0), d.get("state", ""),
                      d.get("error"), d.get("created", 0))
 
-    def claim(self, claim: Claim) -> bool:
-        try:
-            self._claims(claim.stream).insert_one(self._doc(claim))
-        except DuplicateKeyError:
-            return False
-        return True
+    def _insert_owned(self, name: str, doc: dict) -> bool:
+        """Insert ``doc``; False on a duplicate ``_id`` — unless an earlier attempt of this
+        very insert was applied before the connection dropped (same owner, state, time)."""
+        outage = None
+        suspect = False
+        while True:
+            try:
+                self._claims(name).insert_one(doc)
+                return True
+            except DuplicateKeyError:
+                if not suspect:
+                    return False
+                found = self._claim_doc(name, doc["_id"])
+                return found is not None and all(found.get(k) == doc[k] for k in ("owner", "state", "created"))
+            except PyMongoError as exc:
+                outage = outage or self._outage()
+                outage.wait(exc)
+                suspect = True
 
+    @_retried
+    def _claim_doc(self, name: str, key: str) -> dict | None:
+        return self._claims(name).find_one({"_id": key}, {"owner": 1, "state": 1, "created": 1})
+
+    def claim(self, claim: Claim) -> bool:
+        return self._insert_owned(claim.stream, self._doc(claim))
+
+    @_retried
     def last_claim(self, name: str, group: str) -> Claim | None:
         doc = self._claims(name).find_one({"g": group}, sort=[("q", -1), ("k", -1)])
         return None if doc is None else self._claim(name, doc)
 
+    @_retried
     def _set(self, claim: Claim, fields: dict) -> None:
         self._claims(claim.stream).update_one(
             {"_id": _claim_id(claim.group, claim.seq, claim.attempt)}, {"$set": fields})
@@ -293,20 +509,28 @@ class MongoStore(Store):
     def renew(self, claim: Claim, lease: int) -> None:
         self._set(claim, {"lease": lease})
 
-    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> None:
+    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> bool:
+        seal = self._doc(claim)
+        seal.update(_id=_claim_id(claim.group, claim.seq, claim.attempt + 1), k=claim.attempt + 1,
+                    state=state, open=False, lease=0, error=error, created=now_ms())
+        if not self._insert_owned(claim.stream, seal):
+            return False  # a newer attempt took the window over
         self._set(claim, {"state": state, "open": False, "error": error})
+        return True
 
-    def release(self, claim: Claim, error: str) -> None:
-        self._set(claim, {"state": FAILED, "lease": 0, "error": error})
+    def release(self, claim: Claim, error: str, retry_at: int = 0) -> None:
+        self._set(claim, {"state": FAILED, "lease": retry_at, "error": error})
 
     def supersede(self, claim: Claim) -> None:
         self._set(claim, {"open": False})
 
+    @_retried
     def expired(self, name: str, group: str, now: int, limit: int = 10) -> list[Claim]:
         docs = (self._claims(name).find({"g": group, "open": True, "lease": {"$lt": now}})
                 .sort([("q", 1), ("k", 1)]).limit(limit))
         return [self._claim(name, d) for d in docs]
 
+    @_retried
     def open_claims(self, name: str, group: str | None = None) -> list[Claim]:
         query: dict = {"open": True}
         if group is not None:
@@ -314,6 +538,7 @@ class MongoStore(Store):
         docs = self._claims(name).find(query).sort([("g", 1), ("q", 1), ("k", 1)])
         return [self._claim(name, d) for d in docs]
 
+    @_retried
     def forget_claims(self, name: str, below: int, older_than: int) -> int:
         claims = self._claims(name)
         deleted = 0
@@ -329,6 +554,7 @@ class MongoStore(Store):
 
     # -- models ---------------------------------------------------------------
 
+    @_retried
     def save_model(self, name: str, group: str, model: str, seq: int, state: dict) -> None:
         doc = {"s": name, "g": group, "m": model, "q": seq, "saved": now_ms(), "state": state}
         key = f"{name}/{group}/{model}/{seq:012d}"
@@ -343,10 +569,12 @@ class MongoStore(Store):
             if keep:
                 self._models.delete_many({"s": name, "g": group, "m": model, "q": {"$lt": keep[0]["q"]}})
 
+    @_retried
     def load_model(self, name: str, group: str, model: str) -> tuple[int, int, dict] | None:
         doc = self._models.find_one({"s": name, "g": group, "m": model}, sort=[("q", -1)])
         return None if doc is None else (doc["q"], doc["saved"], doc["state"])
 
+    @_retried
     def models(self, name: str) -> list[tuple[str, str, int, int]]:
         newest: dict[tuple[str, str], tuple[str, str, int, int]] = {}
         for d in self._models.find({"s": name}, {"g": 1, "m": 1, "q": 1, "saved": 1}):

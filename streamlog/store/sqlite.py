@@ -8,9 +8,14 @@ Data model (see docs/architecture.md):
   rowid *is* the offset: appends go to the right edge of one B-tree, ``max(off)``
   and offset ranges are index lookups, and a stream's size never slows another;
 * ``groups(sid, name, start, created)``;
-* ``claims(sid, grp, seq, attempt, …)`` with primary key ``(sid, grp, seq, attempt)``
-  (the arbitration key) and a partial index on open attempts by lease;
-* ``models(sid, grp, name, seq, saved, state)``.
+* ``models(sid, grp, name, seq, saved, state)``;
+* in the companion file ``<database>-claims``: ``claims(sid, grp, seq, attempt, …)``
+  with primary key ``(sid, grp, seq, attempt)`` (the arbitration key) and a partial
+  index on open attempts by lease. A separate file has its own write lock, so a long
+  producer transaction never delays a lease renewal or a commit.
+
+Both files are created readable by their owner only (0600, in a 0700 directory when
+streamlog creates it). ``create=False`` (read-only commands) never creates anything.
 
 The file runs in WAL mode (readers never block the writer) with
 ``synchronous=NORMAL``: a committed write survives a crash of any process; after
@@ -32,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from ..errors import BadURLError, UnknownStreamError, UnreachableError
+from ..errors import BadURLError, NoDatabaseError, UnknownStreamError, UnreachableError
 from ..items import decode, encode, now_ms
 from .base import COMMITTED, FAILED, Batch, Claim, Group, Store, StreamRecord
 
@@ -50,6 +55,21 @@ CREATE TABLE IF NOT EXISTS groups (
     created INTEGER NOT NULL,
     PRIMARY KEY (sid, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS models (
+    sid INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    name TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    saved INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (sid, grp, name, seq)
+);
+"""
+
+# Claims live in a companion file, "<database>-claims": a producer's long write
+# transaction on the items (a 400k-item extend holds the write lock for seconds) must
+# never hold up a consumer renewing its lease, claiming or committing a window.
+_CLAIMS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
     sid INTEGER NOT NULL,
     grp TEXT NOT NULL,
@@ -70,19 +90,19 @@ CREATE TABLE IF NOT EXISTS claims (
     PRIMARY KEY (sid, grp, seq, attempt)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS claims_open ON claims (sid, grp, lease) WHERE open = 1;
-CREATE TABLE IF NOT EXISTS models (
-    sid INTEGER NOT NULL,
-    grp TEXT NOT NULL,
-    name TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    saved INTEGER NOT NULL,
-    state BLOB NOT NULL,
-    PRIMARY KEY (sid, grp, name, seq)
-);
 """
 
 _CLAIM_COLUMNS = "grp, seq, attempt, lo, hi, n, ws, we, windows, owner, lease, state, error, created"
 KEEP_MODEL_VERSIONS = 3
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` (and a missing parent directory, 0700) readable by its owner only."""
+    if path.exists():
+        return
+    if not path.parent.is_dir():
+        os.makedirs(path.parent, mode=0o700, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 class SQLiteStore(Store):
@@ -91,7 +111,7 @@ class SQLiteStore(Store):
     max_poll = 0.005
     idle_poll = 0.02  # only without inotify: with it, idle consumers sleep until a write
 
-    def __init__(self, url: str, path: Path, timeout: float = 30.0):
+    def __init__(self, url: str, path: Path, timeout: float = 30.0, create: bool = True):
         self.url = url
         self.path = Path(path)
         query = parse_qs(urlsplit(url).query) if "?" in url else {}
@@ -101,37 +121,70 @@ class SQLiteStore(Store):
             raise BadURLError(f"{url}: synchronous must be off, normal, full or extra")
         self._synchronous = sync
         self._timeout = timeout
+        self.claims_path = self.path.with_name(self.path.name + "-claims")
         self._local = threading.local()
         self._sids: dict[str, int] = {}
         self._lock = threading.Lock()
+        if not create and not self.path.is_file():
+            raise NoDatabaseError(f"no streamlog database at {self.path}")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh_claims = not self.claims_path.exists()
+            for file in (self.path, self.claims_path):
+                _create_private(file)
             con = self._con()
             with self._write(con):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         con.execute(statement)
+            ccon = self._ccon()
+            with self._write(ccon):
+                for statement in _CLAIMS_SCHEMA.split(";"):
+                    if statement.strip():
+                        ccon.execute(statement)
+                if fresh_claims:
+                    self._migrate_claims(con, ccon)
         except (sqlite3.Error, OSError) as exc:
             raise UnreachableError(f"cannot open the database file {self.path}: {exc}") from None
 
+    @staticmethod
+    def _migrate_claims(con: sqlite3.Connection, ccon: sqlite3.Connection) -> None:
+        """Databases written before the claims file existed kept claims in the main file."""
+        if con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='claims'").fetchone():
+            rows = con.execute("SELECT * FROM claims").fetchall()
+            ccon.executemany("INSERT OR IGNORE INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            with SQLiteStore._write_on(con):
+                con.execute("DROP TABLE claims")
+
     # -- connections -----------------------------------------------------------
 
-    def _con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None or getattr(self._local, "pid", None) != os.getpid():
-            con = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
-                                  check_same_thread=False)
-            con.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute(f"PRAGMA synchronous={self._synchronous}")
-            self._local.con = con
-            self._local.pid = os.getpid()
+    def _open(self, path: Path) -> sqlite3.Connection:
+        con = sqlite3.connect(path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+        con.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute(f"PRAGMA synchronous={self._synchronous}")
         return con
 
+    def _con(self) -> sqlite3.Connection:
+        """This thread's connection to the main file (streams, groups, items, models)."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.con = local.ccon = None
+            local.pid = os.getpid()
+        if local.con is None:
+            local.con = self._open(self.path)
+        return local.con
+
+    def _ccon(self) -> sqlite3.Connection:
+        """This thread's connection to the claims file."""
+        self._con()  # resets both after a fork
+        if self._local.ccon is None:
+            self._local.ccon = self._open(self.claims_path)
+        return self._local.ccon
+
+    @staticmethod
     @contextmanager
-    def _write(self, con: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+    def _write_on(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         """One write transaction; concurrent writers wait for the file lock."""
-        con = con or self._con()
         con.execute("BEGIN IMMEDIATE")
         try:
             yield con
@@ -140,11 +193,15 @@ class SQLiteStore(Store):
             raise
         con.execute("COMMIT")
 
+    def _write(self, con: sqlite3.Connection | None = None):
+        return self._write_on(con or self._con())
+
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()
-            self._local.con = None
+        for attr in ("con", "ccon"):
+            con = getattr(self._local, attr, None)
+            if con is not None:
+                con.close()
+                setattr(self._local, attr, None)
 
     # -- streams --------------------------------------------------------------
 
@@ -208,9 +265,12 @@ class SQLiteStore(Store):
                 return False
             sid = row[0]
             con.execute(f"DROP TABLE IF EXISTS items_{sid}")
-            for table in ("groups", "claims", "models"):
+            for table in ("groups", "models"):
                 con.execute(f"DELETE FROM {table} WHERE sid=?", (sid,))
             con.execute("DELETE FROM streams WHERE id=?", (sid,))
+        # Stream ids are never reused, so claims left by a crash right here are inert.
+        with self._write(self._ccon()) as ccon:
+            ccon.execute("DELETE FROM claims WHERE sid=?", (sid,))
         self._sids.pop(name, None)
         return True
 
@@ -226,10 +286,10 @@ class SQLiteStore(Store):
             self._sids.pop(name, None)
             return fn(self._need(name))
 
-    def append(self, name: str, items: list[dict], time: int) -> list[int]:
+    def append(self, name: str, items: list[dict], time: int, encoded: list[bytes] | None = None) -> list[int]:
         if not items:
             return []
-        rows = [encode(item) for item in items]
+        rows = encoded if encoded is not None else [encode(item) for item in items]
 
         def run(sid: int) -> list[int]:
             if len(rows) == 1:
@@ -286,7 +346,9 @@ class SQLiteStore(Store):
             name, lambda sid: self._con().execute(f"SELECT count(*) FROM items_{sid} WHERE off > ?", (after,)).fetchone()[0]
         )
 
-    def trim(self, name: str, before: int) -> int:
+    def trim(self, name: str, before: int, wait: bool = True) -> int:
+        # One transaction reads the newest offset and deletes below it; appends read
+        # max(off) under the same write lock, so no fence is needed here.
         def run(sid: int) -> int:
             with self._write() as con:
                 last = con.execute(f"SELECT max(off) FROM items_{sid}").fetchone()[0]
@@ -324,7 +386,7 @@ class SQLiteStore(Store):
     def claim(self, claim: Claim) -> bool:
         sid = self._need(claim.stream)
         try:
-            with self._write() as con:
+            with self._write(self._ccon()) as con:
                 con.execute(
                     "INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,1,?,?)",
                     (sid, claim.group, claim.seq, claim.attempt, claim.lo, claim.hi, claim.count,
@@ -343,7 +405,7 @@ class SQLiteStore(Store):
 
     def last_claim(self, name: str, group: str) -> Claim | None:
         sid = self._need(name)
-        rows = self._con().execute(
+        rows = self._ccon().execute(
             f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND grp=? ORDER BY seq DESC, attempt DESC LIMIT 1",
             (sid, group),
         ).fetchall()
@@ -351,25 +413,37 @@ class SQLiteStore(Store):
 
     def _update(self, claim: Claim, sql: str, args: tuple) -> None:
         sid = self._need(claim.stream)
-        with self._write() as con:
-            con.execute(f"UPDATE claims SET {sql} WHERE sid=? AND grp=? AND seq=? AND attempt=?",
-                        (*args, sid, claim.group, claim.seq, claim.attempt))
+        # One autocommit statement: it takes the claims file's write lock by itself.
+        self._ccon().execute(f"UPDATE claims SET {sql} WHERE sid=? AND grp=? AND seq=? AND attempt=?",
+                             (*args, sid, claim.group, claim.seq, claim.attempt))
 
     def renew(self, claim: Claim, lease: int) -> None:
         self._update(claim, "lease=?", (lease,))
 
-    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> None:
-        self._update(claim, "state=?, open=0, error=?", (state, error))
+    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> bool:
+        sid = self._need(claim.stream)
+        c = claim
+        with self._write(self._ccon()) as con:
+            try:  # the seal: the next attempt's key, closed
+                con.execute(
+                    "INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?,0,?,?)",
+                    (sid, c.group, c.seq, c.attempt + 1, c.lo, c.hi, c.count, c.start, c.end, c.windows,
+                     c.owner, state, error, now_ms()))
+            except sqlite3.IntegrityError:
+                return False  # a newer attempt took the window over
+            con.execute("UPDATE claims SET state=?, open=0, error=? WHERE sid=? AND grp=? AND seq=? AND attempt=?",
+                        (state, error, sid, c.group, c.seq, c.attempt))
+        return True
 
-    def release(self, claim: Claim, error: str) -> None:
-        self._update(claim, "state=?, lease=0, error=?", (FAILED, error))
+    def release(self, claim: Claim, error: str, retry_at: int = 0) -> None:
+        self._update(claim, "state=?, lease=?, error=?", (FAILED, retry_at, error))
 
     def supersede(self, claim: Claim) -> None:
         self._update(claim, "open=0", ())
 
     def expired(self, name: str, group: str, now: int, limit: int = 10) -> list[Claim]:
         sid = self._need(name)
-        rows = self._con().execute(
+        rows = self._ccon().execute(
             f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND grp=? AND open=1 AND lease < ? "
             "ORDER BY seq, attempt LIMIT ?",
             (sid, group, now, limit),
@@ -379,17 +453,17 @@ class SQLiteStore(Store):
     def open_claims(self, name: str, group: str | None = None) -> list[Claim]:
         sid = self._need(name)
         if group is None:
-            rows = self._con().execute(
+            rows = self._ccon().execute(
                 f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND open=1 ORDER BY grp, seq, attempt", (sid,))
         else:
-            rows = self._con().execute(
+            rows = self._ccon().execute(
                 f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND grp=? AND open=1 ORDER BY seq, attempt",
                 (sid, group))
         return self._claims(name, rows.fetchall())
 
     def forget_claims(self, name: str, below: int, older_than: int) -> int:
         sid = self._need(name)
-        with self._write() as con:
+        with self._write(self._ccon()) as con:
             return con.execute(
                 "DELETE FROM claims WHERE sid=? AND open=0 AND hi < ? AND created < ? "
                 "AND seq < (SELECT max(c.seq) FROM claims c WHERE c.sid=claims.sid AND c.grp=claims.grp)",

@@ -60,9 +60,11 @@ import threading
 import time as _time
 from datetime import datetime, timedelta, timezone
 
+import bson
 import pymongo
 from bson.codec_options import CodecOptions, TypeDecoder, TypeRegistry
 from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
 from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailure, DuplicateKeyError,
                             OperationFailure, PyMongoError)
 
@@ -97,6 +99,7 @@ class _PlainInt(TypeDecoder):
 
 
 _CODEC = CodecOptions(tz_aware=True, tzinfo=UTC, type_registry=TypeRegistry([_PlainInt()]))
+_RAW = CodecOptions(document_class=RawBSONDocument)
 # Server errors that mean "try again": interrupted or shutting down, not primary.
 _TRANSIENT_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
 
@@ -384,18 +387,20 @@ class MongoStore(Store):
         command = {"find": collection, "filter": {"_id": query}, "sort": {"_id": 1}, "batchSize": size}
         if limit is not None:
             command["limit"] = limit
-        reply = self.db.command(command, codec_options=_CODEC)["cursor"]
+        reply = self.db.command(command, codec_options=_RAW)["cursor"]
         docs = reply["firstBatch"]
         offsets, times, data = batch.offsets, batch.times, batch.data
         while True:
-            for doc in docs:
+            # Commands decode replies without the type registry, so the batch comes raw and
+            # is decoded here with it (int64 → int): ~0.1 ms per 100 items.
+            for doc in bson.decode_all(b"".join(raw.raw for raw in docs), _CODEC):
                 offsets.append(doc["_id"])
                 times.append((doc["t"] - _EPOCH) // _MS)
                 data.append(doc["d"])
             if not reply.get("id"):
                 return batch
             reply = self.db.command({"getMore": reply["id"], "collection": collection, "batchSize": size},
-                                    codec_options=_CODEC)["cursor"]
+                                    codec_options=_RAW)["cursor"]
             docs = reply["nextBatch"]
 
     @_retried

@@ -10,8 +10,15 @@
 
 Every command takes ``--url`` (default: ``$STREAMLOG_URL``, then the embedded file
 database). Errors print one line, ``streamlog: error: ...``, and exit with the code of
-the error's class (see :mod:`streamlog.errors`): 2 bad arguments, name or URL, 3 unknown
-stream, 4 database unreachable, 5 bad item.
+the error's class (see :mod:`streamlog.errors`): 2 bad arguments, name or URL (offsets and
+counts must lie in 0..2**63-1), 3 unknown stream or no database at that path, 4 database
+unreachable, 5 bad item. ``run --once`` exits 6 when it moved items to the dead-letter
+stream (and says so on stderr). Credentials never appear in a message: every error line
+goes through :func:`streamlog.config.mask_url`.
+
+The read-only commands (``ls``, ``info``, ``tail``), and ``trim`` and ``drop``, which
+only change a stream that exists, never create a database: a mistyped ``sqlite:`` path
+is an error (exit 3), not a new empty file.
 
 Start-up is kept short: heavy modules (pandas, scikit-learn, pymongo) are imported only
 by the commands that need them.
@@ -35,6 +42,7 @@ import typer
 from typer.core import TyperGroup
 
 import streamlog
+from streamlog.config import mask_url
 from streamlog.errors import BadItemError, StreamlogError, UnreachableError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,6 +67,9 @@ APPEND_BATCH = 10_000  # items per extend() when appending JSON lines
 FOLLOW_POLL = 0.1  # seconds between probes of `tail -f` when nothing new has landed
 FOLLOW_BATCH = 1_000  # items per read of `tail -f`
 SPOOL_IN_MEMORY = 64 * 1024 * 1024  # bytes of validated input kept in memory before spilling to disk
+MAX_INT = 2**63 - 1  # the largest offset or count the stores can hold (a signed 64-bit integer)
+MAX_SECONDS = 10 * 365 * 86400  # durations on the command line: finite, at most ~10 years
+EXIT_DEAD_LETTERED = 6  # `run --once` moved items to the dead-letter stream
 
 
 # ---------------------------------------------------------------------------
@@ -66,19 +77,20 @@ SPOOL_IN_MEMORY = 64 * 1024 * 1024  # bytes of validated input kept in memory be
 
 
 def _error_line(message: str) -> None:
-    message = " ".join(str(message).split("\n")).strip() or "unknown error"
+    message = mask_url(" ".join(str(message).split("\n")).strip()) or "unknown error"
     typer.echo(f"{PROG}: error: {message}", err=True)
 
 
 def _database_error(exc: BaseException) -> StreamlogError | None:
-    """A driver error (pymongo, sqlite3) as an UnreachableError, or None if it is not one."""
+    """A driver error (pymongo, sqlite3) as an UnreachableError, or None if it is not one.
+    The driver's message is masked: it may quote the URL, password included."""
     import sqlite3
 
     module = type(exc).__module__ or ""
     if module.startswith("pymongo") or module.startswith("bson"):
-        return UnreachableError(f"database error: {type(exc).__name__}: {exc}")
+        return UnreachableError(mask_url(f"database error: {type(exc).__name__}: {exc}"))
     if isinstance(exc, sqlite3.Error):
-        return UnreachableError(f"database error: {exc}")
+        return UnreachableError(mask_url(f"database error: {exc}"))
     return None
 
 
@@ -124,14 +136,29 @@ app = typer.Typer(
     help="A durable stream log in MongoDB (or an embedded SQLite file): look at streams, "
          "follow them, append items, run consumers.",
     epilog="Every command takes --url (default: $STREAMLOG_URL, then the embedded file database).\n"
-           "Exit codes: 0 ok, 1 failure or declined, 2 bad arguments/name/URL, 3 unknown stream, "
-           "4 database unreachable, 5 bad item.",
+           "Exit codes: 0 ok, 1 failure or declined, 2 bad arguments/name/URL, 3 unknown stream "
+           "or no database, 4 database unreachable, 5 bad item, 6 run --once dead-lettered items.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _int64(value: int | None) -> int | None:
+    """Option callback: offsets and counts must fit the stores' signed 64-bit integers
+    (checked before anything is read or changed)."""
+    if value is not None and value > MAX_INT:
+        raise typer.BadParameter(f"{value} is too large (offsets and counts go up to 2**63-1 = {MAX_INT})")
+    return value
+
+
+def _duration(value: float | None) -> float | None:
+    """Option callback: a duration in seconds must be finite and at most ~10 years."""
+    if value is not None and not value <= MAX_SECONDS:  # also NaN
+        raise typer.BadParameter(f"{value} is not a duration streamlog accepts (at most {MAX_SECONDS} s)")
+    return value
 
 
 def _version(value: bool) -> None:
@@ -164,7 +191,19 @@ def _examples(*lines: str, note: str | None = None) -> str:
 
 
 def _client(url: str | None):
+    """The shared client, creating the database if need be (``append``, ``run``)."""
     return streamlog.connect(url)
+
+
+def _existing(ctx: typer.Context, url: str | None):
+    """A client that never creates anything (``ls``, ``info``, ``tail``, ``trim``, ``drop``):
+    a ``sqlite:`` URL naming a file that does not exist raises NoDatabaseError (exit 3),
+    leaving neither the file nor its folder behind. Closed when the command ends."""
+    from streamlog.client import Client
+
+    client = Client(url, create=False)
+    ctx.call_on_close(client.close)
+    return client
 
 
 def _stdin_is_tty() -> bool:
@@ -246,11 +285,13 @@ def _plural(n: int, word: str) -> str:
     "streamlog ls --json | jq -r .name",
     "streamlog ls --url mongodb://localhost:27017/iot",
 ))
-def ls_command(url: UrlOption = None, as_json: JsonOption = False) -> None:
-    """List the streams: items, offsets, age of the newest item, pending items per group."""
+def ls_command(ctx: typer.Context, url: UrlOption = None, as_json: JsonOption = False) -> None:
+    """List the streams: items, offsets, age of the newest item, pending items per group.
+
+    Read-only: a database that does not exist is an error (exit 3), never created."""
     from streamlog.errors import UnknownStreamError
 
-    client = _client(url)
+    client = _existing(ctx, url)
     infos = []
     for name in client.streams():
         try:
@@ -284,6 +325,7 @@ def ls_command(url: UrlOption = None, as_json: JsonOption = False) -> None:
     "streamlog info sensors --json | jq .groups",
 ))
 def info_command(
+    ctx: typer.Context,
     name: NameArgument,
     url: UrlOption = None,
     as_json: JsonOption = False,
@@ -293,7 +335,7 @@ def info_command(
     Groups show their pending items (not processed yet), claimed (being processed now),
     failed (waiting for a retry) and dead-lettered items, and how many windows they ran.
     """
-    info = _client(url).get(name).info()
+    info = _existing(ctx, url).get(name).info()
     if as_json:
         typer.echo(_dumps(info, indent=True))
         return
@@ -413,8 +455,9 @@ def _interrupt(signum, frame):
     "streamlog tail sensors --group kmeans  # not yet processed by kmeans",
 ))
 def tail_command(
+    ctx: typer.Context,
     name: NameArgument,
-    n: Annotated[int, typer.Option("-n", "--lines", min=0, metavar="N",
+    n: Annotated[int, typer.Option("-n", "--lines", min=0, callback=_int64, metavar="N",
                                    help="How many of the newest items to show.")] = 10,
     follow: Annotated[bool, typer.Option("-f", "--follow",
                                          help="Keep printing new items as they land, until Ctrl-C.")] = False,
@@ -430,7 +473,7 @@ def tail_command(
     Read-only: no consumer group's state changes. With --follow, new items are printed
     within a fraction of a second of landing; Ctrl-C (or SIGTERM) ends it with exit code 0.
     """
-    stream = _client(url).get(name)
+    stream = _existing(ctx, url).get(name)
     emit = _printer(as_json)
     if group is not None:
         upto = stream.store.last_offset(stream.name)
@@ -481,7 +524,7 @@ def _parse_json(raw: bytes | str, where: str, nested_arrays: bool = True) -> dic
     can hold a list inside a list); raises :class:`BadItemError` saying ``where`` it is."""
     import orjson
 
-    from streamlog.items import normalize
+    from streamlog.items import encode_many, normalize
 
     raw = raw.encode() if isinstance(raw, str) else raw
     try:
@@ -495,9 +538,11 @@ def _parse_json(raw: bytes | str, where: str, nested_arrays: bool = True) -> dic
 
         value = json.loads(raw, parse_constant=_no_constants)
     try:
-        return normalize(value, nested_arrays)
+        item = normalize(value, nested_arrays)
+        encode_many([item])  # the size limit, checked here so that a bad line appends nothing
     except BadItemError as exc:
-        raise BadItemError(f"{where}: {exc}") from None
+        raise BadItemError(f"{where}: {str(exc).removeprefix('item 0: ')}") from None
+    return item
 
 
 def _validated_lines(source, nested_arrays: bool = True) -> tuple[Any, int, int]:
@@ -565,7 +610,7 @@ def append_command(
     item: Annotated[Optional[str], typer.Argument(
         metavar="[JSON]", show_default=False,
         help="One item as a JSON object; without it (or with -), JSON lines are read from stdin.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, callback=_int64, metavar="N",
                                             help="Items per database round trip.")] = APPEND_BATCH,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
     url: UrlOption = None,
@@ -716,14 +761,14 @@ def run_command(
     stream: Annotated[str, typer.Option("--stream", "-s", metavar="NAME", show_default=False,
                                         help="The stream to consume (created if it does not exist).")],
     size: Annotated[Optional[int], typer.Option(
-        "--size", min=1, metavar="N", show_default=False, help="Count windows of N items.")] = None,
+        "--size", min=1, callback=_int64, metavar="N", show_default=False, help="Count windows of N items.")] = None,
     interval: Annotated[Optional[float], typer.Option(
-        "--interval", min=0.001, metavar="SECONDS", show_default=False,
+        "--interval", min=0.001, callback=_duration, metavar="SECONDS", show_default=False,
         help="Time windows of SECONDS, aligned on the UTC clock (with --relaxed: "
              "everything pending, every SECONDS).")] = None,
     relaxed: Annotated[bool, typer.Option("--relaxed", help="Relaxed time windows (with --interval).")] = False,
     timeout: Annotated[Optional[float], typer.Option(
-        "--timeout", min=0.0, metavar="SECONDS", show_default=False,
+        "--timeout", min=0.0, callback=_duration, metavar="SECONDS", show_default=False,
         help="With --size: emit a partial window once its oldest item has waited this long.")] = None,
     group: Annotated[str, typer.Option("--group", "-g", metavar="GROUP", help="Consumer group.")] = "default",
     sink: Annotated[Optional[str], typer.Option(
@@ -732,11 +777,15 @@ def run_command(
     once: Annotated[bool, typer.Option(
         "--once", help="Process the windows that are ready now, print how many, and exit (cron mode).")] = False,
     max_windows: Annotated[Optional[int], typer.Option(
-        "--max-windows", min=1, metavar="N", show_default=False, help="Stop after N windows.")] = None,
-    lease: Annotated[float, typer.Option("--lease", min=0.001, metavar="SECONDS",
+        "--max-windows", min=1, callback=_int64, metavar="N", show_default=False,
+        help="Stop after N windows.")] = None,
+    lease: Annotated[float, typer.Option("--lease", min=0.001, callback=_duration, metavar="SECONDS",
                                          help="Claim lease; renewed while the function runs.")] = 30.0,
-    max_retries: Annotated[int, typer.Option("--max-retries", min=0, metavar="N",
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0, callback=_int64, metavar="N",
                                              help="Retries of a failing window before it is dead-lettered.")] = 3,
+    retry_delay: Annotated[float, typer.Option(
+        "--retry-delay", min=0.0, callback=_duration, metavar="SECONDS",
+        help="Wait before retrying a failed window, doubling per attempt (0: retry at once).")] = 0.5,
     start: Annotated[Start, typer.Option("--start", help="Where a new group starts.")] = Start.earliest,
     time_field: Annotated[Optional[str], typer.Option(
         "--time-field", metavar="FIELD", show_default=False,
@@ -749,7 +798,8 @@ def run_command(
 
     Blocking by default: runs until Ctrl-C or SIGTERM, finishes and commits the current
     window, prints how many windows it processed and exits 0. With --once, processes only
-    the windows ready now (cron mode).
+    the windows ready now (cron mode), and exits 6 if it moved items to the dead-letter
+    stream NAME.dead (saying how many on stderr).
     """
     if (size is None) == (interval is None):
         raise UsageError("give exactly one of --size N or --interval SECONDS", ctx)
@@ -765,7 +815,8 @@ def run_command(
     if verbose:
         fn = _logged(fn)
     options: dict[str, Any] = dict(group=group, start=start.value, sink=sink, blocking=not once,
-                                   lease=lease, max_retries=max_retries, max_windows=max_windows,
+                                   lease=lease, max_retries=max_retries, retry_delay=retry_delay,
+                                   max_windows=max_windows,
                                    time_field=time_field, url=url)
     if size is not None:
         consumer = streamlog.streaming(stream, size=size, timeout=timeout, **options)
@@ -775,9 +826,16 @@ def run_command(
         typer.echo(f"{PROG}: consuming {stream} with {target} ({consumer.emitter!r}, group {group}); "
                    "Ctrl-C or SIGTERM stops after the current window", err=True)
     processed = consumer.apply(fn)
-    failed = consumer.consumer.failed if consumer.consumer is not None else 0
+    run = consumer.consumer
+    failed = run.failed if run is not None else 0
     extra = f", {_plural(failed, 'failed attempt')}" if failed else ""
     typer.echo(f"{_plural(processed, 'window')} processed (stream {stream}, group {group}{extra})")
+    dead = getattr(run, "dead_lettered", 0) if run is not None else 0
+    if dead:
+        typer.echo(f"{PROG}: {_plural(dead, 'item')} in {_plural(run.dead_windows, 'window')} moved to the "
+                   f"dead-letter stream {run.dead_stream}", err=True)
+        if once:
+            raise typer.Exit(EXIT_DEAD_LETTERED)
 
 
 # ---------------------------------------------------------------------------
@@ -823,7 +881,7 @@ def trim_command(
     processed: Annotated[bool, typer.Option(
         "--processed", help="Delete the items every consumer group has processed.")] = False,
     before: Annotated[Optional[int], typer.Option(
-        "--before", min=0, metavar="OFFSET", show_default=False,
+        "--before", min=0, callback=_int64, metavar="OFFSET", show_default=False,
         help="Delete the items with a smaller offset.")] = None,
     older_than: Annotated[Optional[str], typer.Option(
         "--older-than", metavar="DURATION", show_default=False,
@@ -840,7 +898,7 @@ def trim_command(
         seconds = parse_duration(older_than) if older_than is not None else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), ctx, param_hint="'--older-than'") from None
-    stream = _client(url).get(name)
+    stream = _existing(ctx, url).get(name)
     if processed:
         deleted = stream.trim(processed=True)
     elif before is not None:
@@ -864,7 +922,7 @@ def drop_command(
     url: UrlOption = None,
 ) -> None:
     """Delete a stream with all its items, consumer groups and saved models."""
-    client = _client(url)
+    client = _existing(ctx, url)
     stream = client.get(name)
     if not yes:
         if not _stdin_is_tty():

@@ -43,9 +43,72 @@ def resolve_url(url: str | None = None) -> str:
     return f"sqlite:///{default_path()}"
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_URL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://\S+")
+# Query options that hold secrets: password, tlsCertificateKeyFilePassword, *token*, *secret*,
+# *key* (key material), and authMechanismProperties=AWS_SESSION_TOKEN:... pairs.
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
+_SECRET_PAIR = re.compile(r"(?:pass|pwd|secret|token|key|credential)[^:,=&]*:", re.IGNORECASE)
+
+
+def _split_userinfo(rest: str) -> tuple[str | None, str]:
+    """``(userinfo, remainder)`` of what follows ``scheme://``; userinfo is None when absent.
+
+    The userinfo runs to the *last* ``@`` before the options (``?``), so a password with an
+    unescaped ``/`` or ``@`` is still all of it. A ``?`` before any ``/`` cannot start
+    MongoDB options (they need ``host/?``): it is part of the password then.
+    """
+    if rest.startswith("/"):  # sqlite:///path: no authority
+        return None, rest
+    query = rest.find("?")
+    query = len(rest) if query < 0 else query
+    at = rest.rfind("@", 0, query)
+    if at < 0 and query < len(rest) and "/" not in rest[:query] and "@" in rest[query:]:
+        at = rest.rfind("@")
+    if at < 0:
+        return None, rest
+    return rest[:at], rest[at + 1:]
+
+
+def _mask_query(query: str) -> str:
+    from urllib.parse import unquote_plus
+
+    parts = re.split(r"([&;])", query)
+    for i, part in enumerate(parts):
+        name, eq, value = part.partition("=")
+        if eq and value and (_SECRET_NAME.search(unquote_plus(name))
+                             or _SECRET_PAIR.search(unquote_plus(value))):
+            parts[i] = f"{name}=***"
+    return "".join(parts)
+
+
+def _mask_one(url: str) -> str:
+    match = _SCHEME.match(url)
+    if match is None:
+        return url
+    head, rest = url[:match.end()], url[match.end():]
+    userinfo, rest = _split_userinfo(rest)
+    if userinfo is not None and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    query = rest.find("?")
+    if query >= 0:
+        rest = rest[:query + 1] + _mask_query(rest[query + 1:])
+    return head + (f"{userinfo}@" if userinfo is not None else "") + rest
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe for messages and logs)."""
-    return re.sub(r"^([a-z+]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    """The URL with any password replaced by ``***`` (safe for messages and logs).
+
+    Hides the password whatever the spelling (any case of scheme, unescaped ``/``, ``@``
+    or ``?`` in it) and the values of query options that hold secrets (``password``,
+    ``tlsCertificateKeyFilePassword``, tokens, keys, ``AWS_SESSION_TOKEN:`` in
+    ``authMechanismProperties``). Given a message rather than a URL (a driver error),
+    masks every URL in it.
+    """
+    url = str(url)
+    if _SCHEME.match(url.lstrip()):
+        return _mask_one(url.lstrip())
+    return _URL_IN_TEXT.sub(lambda match: _mask_one(match.group()), url)
 
 
 def connect_timeout() -> float:
@@ -78,12 +141,22 @@ def parse_url(url: str) -> Target:
     url = url.strip()
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("mongodb", "mongodb+srv"):
-        parts = urlsplit(url)
-        if not parts.netloc or parts.netloc.endswith("@"):
-            raise BadURLError(f"{mask_url(url)}: a MongoDB URL needs a host (mongodb://host:27017/database)")
+        url = scheme + url[len(scheme):]  # schemes are case-insensitive; the driver wants lower case
+        masked = mask_url(url)
+        userinfo, rest = _split_userinfo(url[len(scheme) + 3:])
+        if userinfo is not None and (re.search(r"[@/?]", userinfo) or userinfo.count(":") > 1):
+            raise BadURLError(f"{masked}: the user name and password must be percent-escaped "
+                              "(urllib.parse.quote_plus)")
+        try:  # without the userinfo, which cannot leak into a message from here on
+            parts = urlsplit(f"{scheme}://{rest}")
+        except ValueError:  # "Invalid IPv6 URL", "'zz' does not appear to be an IPv4 or IPv6 address"
+            raise BadURLError(f"{masked}: the host is not valid (an IPv6 address goes in brackets: "
+                              "mongodb://[::1]:27017/database)") from None
+        if not parts.netloc:
+            raise BadURLError(f"{masked}: a MongoDB URL needs a host (mongodb://host:27017/database)")
         database = parts.path.lstrip("/") or "streamlog"
         if re.search(r'[/\\. "$\x00]', database) or len(database) > 63:
-            raise BadURLError(f"{mask_url(url)}: {database!r} is not a valid MongoDB database name")
+            raise BadURLError(f"{masked}: {database!r} is not a valid MongoDB database name")
         return Target("mongodb", url, database=database)
     if scheme == "sqlite":
         # SQLAlchemy's convention: sqlite:///relative.db and sqlite:////absolute/path.db
@@ -98,3 +171,21 @@ def parse_url(url: str) -> Target:
         f"{mask_url(url)}: unsupported URL scheme {scheme or '(none)'!r}; "
         "use mongodb://host/db or sqlite:///path/to/file.db"
     )
+
+
+DEFAULT_RETRY_TIMEOUT = 60.0
+"""Seconds a MongoDB operation keeps retrying through an outage (``STREAMLOG_RETRY_TIMEOUT``)."""
+
+
+def retry_timeout() -> float:
+    """How long transient database errors are retried before :class:`UnreachableError`."""
+    raw = os.environ.get("STREAMLOG_RETRY_TIMEOUT")
+    if not raw:
+        return DEFAULT_RETRY_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadURLError(f"STREAMLOG_RETRY_TIMEOUT={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise BadURLError("STREAMLOG_RETRY_TIMEOUT must not be negative")
+    return value

@@ -103,6 +103,7 @@ def test_startup_does_not_import_heavy_modules():
 
 
 def test_console_entry_point_usage_error_is_one_line(sqlite_url):
+    streamlog.connect(sqlite_url)  # the database exists; the stream does not
     proc = subprocess.run([sys.executable, "-m", "streamlog.cli", "tail", "--url", sqlite_url],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
@@ -119,6 +120,7 @@ def test_console_entry_point_usage_error_is_one_line(sqlite_url):
 
 
 def test_unknown_stream_is_exit_3_and_never_created(url):
+    streamlog.connect(url)  # the database exists; the stream does not
     for args in (["info", "nope"], ["tail", "nope"], ["tail", "nope", "--group", "g"],
                  ["trim", "nope", "--processed"], ["drop", "nope", "--yes"]):
         line = fails(3, *args, "--url", url)
@@ -154,6 +156,7 @@ def test_bad_names_and_arguments_are_exit_2(url):
 
 
 def test_ls_lists_streams_with_pending_per_group(url):
+    streamlog.connect(url)  # an empty database
     assert "no streams" in ok("ls", "--url", url).stdout
     stream = streamlog.connect(url).stream("sensors")
     stream.extend([{"x": i} for i in range(5)])
@@ -226,6 +229,9 @@ def test_append_empty_input_creates_the_stream(url):
     ('{"a.b": 3}', "'a.b'"),
     ('"just a string"', "must be a dict"),
     ('{"x": 123456789012345678901234567890}', "64-bit"),  # orjson alone would make it a float
+    ('{"s": "' + "x" * 1_048_576 + '"}', "over the 1 MiB limit"),  # found before the first batch
+    ('{"a": ' * 65 + "1" + "}" * 65, "more than 64 levels"),
+    ('{"s": "\\ud800"}', "not valid JSON"),  # a lone surrogate
 ])
 def test_malformed_line_appends_nothing_and_names_the_line(url, bad, why):
     existing = streamlog.connect(url).stream("existing")
@@ -337,6 +343,10 @@ class Counter:
 
 
 counter = Counter()
+
+
+def boom(window):
+    raise RuntimeError("this consumer always fails")
 
 
 def gated(window):
@@ -473,3 +483,93 @@ def test_drop_needs_confirmation(url, monkeypatch):
     assert "dropped t" in ok("drop", "t", "--yes", "--url", url).stdout
     assert client.streams() == []
     fails(3, "drop", "t", "--yes", "--url", url)
+
+
+# ---------------------------------------------------------------------------
+# issue 9: bounds, read-only commands, dead letters, credentials
+
+HUGE = "99999999999999999999999"
+INT64_MAX = str(2**63 - 1)
+
+
+def test_offsets_and_counts_are_checked_before_anything_changes(url):
+    stream = streamlog.connect(url).stream("s")
+    stream.extend([{"i": i} for i in range(5)])
+    for args in (["trim", "s", "--before", HUGE], ["trim", "s", "--before", str(2**63)],
+                 ["tail", "s", "-n", HUGE], ["tail", "s", "-n", HUGE, "--group", "g"],
+                 ["append", "s", "--batch-size", HUGE],
+                 ["run", "mod:f", "-s", "s", "--size", HUGE], ["run", "mod:f", "-s", "s", "--size", "1",
+                                                              "--max-windows", HUGE],
+                 ["run", "mod:f", "-s", "s", "--size", "1", "--max-retries", HUGE],
+                 ["run", "mod:f", "-s", "s", "--size", "1", "--lease", "inf"],
+                 ["run", "mod:f", "-s", "s", "--interval", "inf"]):
+        line = fails(2, *args, "--url", url, input="")
+        assert "Invalid value" in line, line
+    assert "9223372036854775807" in fails(2, "trim", "s", "--before", HUGE, "--url", url)
+    assert [r["offset"] for r in stream.read()] == [0, 1, 2, 3, 4]  # nothing trimmed
+    assert stream.info()["groups"].keys() == {"default"}
+    # The largest valid values work.
+    assert [r["offset"] for r in records(ok("tail", "s", "-n", INT64_MAX, "--json", "--url", url).stdout)] == \
+        [0, 1, 2, 3, 4]
+    assert len(records(ok("tail", "s", "-n", INT64_MAX, "--group", "g", "--json", "--url", url).stdout)) == 5
+    assert "trimmed 4 items" in ok("trim", "s", "--before", INT64_MAX, "--url", url).stdout
+
+
+@pytest.mark.parametrize("use_env", [False, True], ids=["--url", "STREAMLOG_URL"])
+def test_read_only_commands_never_create_a_database(tmp_path, use_env):
+    path = tmp_path / "typo" / "deeper" / "streams.db"
+    url = f"sqlite:///{path}"
+    where = ([], {"STREAMLOG_URL": url}) if use_env else (["--url", url], None)
+    for args in (["ls"], ["ls", "--json"], ["info", "s"], ["tail", "s"], ["tail", "s", "-f"],
+                 ["tail", "s", "--group", "g"], ["trim", "s", "--processed"], ["drop", "s", "--yes"]):
+        line = fails(3, *args, *where[0], env=where[1])
+        assert line == f"streamlog: error: no streamlog database at {path}", line
+    assert not path.exists() and not (tmp_path / "typo").exists()
+
+
+def test_run_once_says_where_dead_letters_went_and_exits_6(url, consumers):
+    streamlog.connect(url).stream("s").extend([{"i": i} for i in range(5)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamlog.cli", "run", "consumers_mod:boom", "--stream", "s", "--size", "2",
+         "--once", "--max-retries", "0", "--retry-delay", "0"],
+        cwd=consumers, env=subprocess_env(url), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 6, (proc.stdout, proc.stderr)
+    assert "streamlog: 4 items in 2 windows moved to the dead-letter stream s.dead" in \
+        proc.stderr.splitlines(), proc.stderr
+    dead = streamlog.connect(url).get("s.dead").read()
+    assert [r["data"]["offset"] for r in dead] == [0, 1, 2, 3]
+    # A run that dead-letters nothing exits 0 (the fifth item waits for a full window).
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamlog.cli", "run", "consumers_mod:boom", "--stream", "s", "--size", "2",
+         "--once", "--max-retries", "0", "--retry-delay", "0"],
+        cwd=consumers, env=subprocess_env(url), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "dead-letter" not in proc.stderr
+
+
+SECRET = "s3cr3t-Pw"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("pymongo.errors").errors.ServerSelectionTimeoutError(
+        f"mongodb://alice:{SECRET}@db.example:27017/iot: timed out"),
+    lambda: __import__("pymongo.errors").errors.ConfigurationError(
+        f"bad option in MONGODB://alice:pa/{SECRET}@h/db?tlsCertificateKeyFilePassword={SECRET}"),
+    lambda: __import__("sqlite3").OperationalError(f"unable to open mongodb://u:{SECRET}@h"),
+    lambda: streamlog.UnreachableError(f"lost mongodb://alice:{SECRET}@h/db?password={SECRET}"),
+], ids=["pymongo-timeout", "pymongo-config", "sqlite3", "streamlog-error"])
+def test_error_messages_never_show_credentials(monkeypatch, make):
+    def broken(*args, **kwargs):
+        raise make()
+
+    monkeypatch.setattr("streamlog.cli._existing", broken)
+    line = fails(4, "ls", "--url", "sqlite:///unused.db")
+    assert SECRET not in line and "***" in line, line
+
+
+@pytest.mark.parametrize("bad", [f"mongodb://alice:pa/{SECRET}@h/db", f"MONGODB://alice:{SECRET}@h/a.b",
+                                 f"mongodb://alice:{SECRET}@[::1/db", "mongodb://[zz]:27017/x",
+                                 f"mongodb://h/a.b?password={SECRET}"])
+def test_bad_mongodb_urls_are_exit_2_without_the_password(bad):
+    line = fails(2, "ls", "--url", bad)
+    assert SECRET not in line, line

@@ -59,3 +59,77 @@ def test_an_unusable_sqlite_path_is_an_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(streamlog.StreamlogError):
         streamlog.connect(f"sqlite:///{blocker}/sub/x.db")
+
+
+# ---------------------------------------------------------------------------
+# credentials never in messages
+
+SECRET = "s3cr3t-Pw"
+
+
+@pytest.mark.parametrize("url, masked", [
+    (f"mongodb://alice:{SECRET}@h/db", "mongodb://alice:***@h/db"),
+    (f"MONGODB://alice:{SECRET}@h/db", "MONGODB://alice:***@h/db"),
+    (f"MongoDB+SRV://alice:{SECRET}@cluster.example/db", "MongoDB+SRV://alice:***@cluster.example/db"),
+    (f"mongodb://alice:pa/{SECRET}@h/db", "mongodb://alice:***@h/db"),
+    (f"mongodb://alice:pa@{SECRET}@h:27017/db?tls=true", "mongodb://alice:***@h:27017/db?tls=true"),
+    (f"mongodb://alice:pa/ss@{SECRET}@h/db", "mongodb://alice:***@h/db"),
+    (f"mongodb://alice:pa?{SECRET}@h/db", "mongodb://alice:***@h/db"),
+    (f"mongodb://:{SECRET}@h/db", "mongodb://:***@h/db"),
+    (f"mongodb://h/db?password={SECRET}&tls=true", "mongodb://h/db?password=***&tls=true"),
+    (f"mongodb://h/db?tls=true&tlsCertificateKeyFilePassword={SECRET}",
+     "mongodb://h/db?tls=true&tlsCertificateKeyFilePassword=***"),
+    (f"mongodb://h/db?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:{SECRET}",
+     "mongodb://h/db?authMechanism=MONGODB-AWS&authMechanismProperties=***"),
+    (f"mongodb://h/db?authMechanismProperties=AWS_SESSION_TOKEN%3A{SECRET}", "mongodb://h/db?authMechanismProperties=***"),
+    (f"mongodb://h/db?w=1;secretKey={SECRET}", "mongodb://h/db?w=1;secretKey=***"),
+    (f"mongodb://u:{SECRET}@h1:1,h2:2/db?replicaSet=rs&token={SECRET}", "mongodb://u:***@h1:1,h2:2/db?replicaSet=rs&token=***"),
+])
+def test_mask_url_hides_the_password_in_every_spelling(url, masked):
+    assert mask_url(url) == masked
+    assert SECRET not in mask_url(url)
+
+
+@pytest.mark.parametrize("url", ["mongodb://h:27017/db", "mongodb://alice@h/db", "sqlite:////tmp/a:b@c.db",
+                                 "sqlite:///rel.db", "mongodb://h/db?authMechanismProperties=SERVICE_NAME:mongodb",
+                                 "mongodb://h/db?appName=me@work"])
+def test_mask_url_leaves_urls_without_secrets_alone(url):
+    assert mask_url(url) == url
+
+
+def test_mask_url_masks_every_url_inside_a_message():
+    message = (f"ServerSelectionTimeoutError: mongodb://alice:{SECRET}@h:1/db timed out; "
+               f"also tried MONGODB://bob:{SECRET}@h2/db?password={SECRET}.")
+    masked = mask_url(message)
+    assert SECRET not in masked
+    assert "mongodb://alice:***@h:1/db timed out" in masked and "MONGODB://bob:***@h2" in masked
+
+
+@pytest.mark.parametrize("url", [
+    f"MONGODB://alice:{SECRET}@h/a.b",
+    f"mongodb://alice:pa/{SECRET}@h/db",
+    f"mongodb://alice:pa@{SECRET}@h/db",
+    f"mongodb://alice:{SECRET}@[::1/db",
+    f"mongodb://alice:{SECRET}@[zz]:27017/x",
+    f"mongodb://h/a.b?password={SECRET}",
+    f"postgres://alice:{SECRET}@h/db",
+])
+def test_bad_url_messages_never_show_the_password(url):
+    with pytest.raises(BadURLError) as caught:
+        parse_url(url)
+    message = str(caught.value)
+    assert SECRET not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("url", ["mongodb://[::1/db", "mongodb://[zz]:27017/x", "mongodb://::1]/db",
+                                 "mongodb://u:p@[zz]/x"])
+def test_malformed_ipv6_hosts_are_bad_urls_not_value_errors(url):
+    with pytest.raises(BadURLError) as caught:
+        parse_url(url)
+    assert type(caught.value) is BadURLError and "host is not valid" in str(caught.value)
+
+
+def test_the_scheme_is_case_insensitive():
+    target = parse_url("MongoDB://h:27017/db")
+    assert target.kind == "mongodb" and target.url == "mongodb://h:27017/db" and target.database == "db"
+    assert parse_url("SQLite:///x.db").kind == "sqlite"

@@ -183,6 +183,129 @@ def test_predict_accepts_frames_dicts_and_arrays():
     assert model.predict(rows[0]) == pytest.approx(expected[0])
 
 
+def date_rows(n=200, seed=48):
+    """Unscaled features as they come: ordinal dates (~7e5) beside a reading near 40, the
+    first two readings on the same day and almost equal (what made early predictions wild)."""
+    rng = np.random.default_rng(seed)
+    days = 737260.0 + np.concatenate([[0.0], np.arange(n - 1)])
+    level = 40 + rng.normal(scale=0.5, size=n)
+    level[1] = level[0] + 0.002
+    y = 0.5 * level + 0.01 * (days - days[0]) + 20 + rng.normal(scale=0.5, size=n)
+    return [{"day": d, "level": a, "y": t} for d, a, t in zip(days.tolist(), level.tolist(), y.tolist())]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_regression_warm_up_predictions_are_sane_with_unscaled_features(size):
+    # Before the fix: one of the first predictions was off by 100-400 times the target's
+    # spread (prequential MAE 1.1-3.0 where it is 0.41 from the 20th item on).
+    rows = date_rows()
+    y = np.array([r["y"] for r in rows])
+    model = OnlineLinearRegression(["day", "level"], "y")
+    errors = []
+    for lo in range(0, len(rows), size):
+        window = rows[lo:lo + size]
+        if lo:
+            errors.extend(np.abs(y[lo:lo + size] - model.predict(window)))
+        model.learn(window)
+    errors = np.array(errors)
+    assert errors.max() < 3 * y.std()
+    assert errors[:20].mean() < 1.5 * errors[20:].mean()
+    assert model.mae_ == pytest.approx(errors.mean(), rel=1e-9)  # what the prequential score saw
+    # once warmed up (full rank, twice as many items as coefficients) it predicts with coef_
+    assert not model.warming_up_
+    X = np.array([[r["day"], r["level"]] for r in rows])
+    np.testing.assert_allclose(model.predict(rows), X @ model.coef_ + model.intercept_, rtol=1e-12)
+
+
+def test_regression_warm_up_rules():
+    rows = regression_rows(40, seed=19)
+    model = OnlineLinearRegression(FEATURES, "y")
+    model.learn(rows[:5])  # full rank, but fewer than 2 x 3 items: the mean of the targets
+    assert model.warming_up_
+    np.testing.assert_allclose(model.predict(rows[5:9]), np.mean([r["y"] for r in rows[:5]]))
+    np.testing.assert_allclose(np.r_[model.coef_, model.intercept_], lstsq(rows[:5]), rtol=1e-9)  # still exact
+    model.learn(rows[5:6])
+    assert not model.warming_up_
+    b = lstsq(rows[:6])
+    np.testing.assert_allclose(model.predict(rows[6:9]), arrays(rows[6:9])[0] @ b[:2] + b[2], rtol=1e-9)
+    # a feature that has not varied yet: past the first items, the least-squares fit on the
+    # others (minimum norm in standardized coordinates), not the raw minimum-norm solution
+    flat = [dict(r, x2=40.0) for r in rows]
+    model = OnlineLinearRegression(FEATURES, "y").learn(flat[:20])
+    assert model.warming_up_
+    X, y = arrays(flat[:20])
+    slope = np.polyfit(X[:, 0], y, 1)
+    np.testing.assert_allclose(model.predict(flat[20:]), np.polyval(slope, arrays(flat[20:])[0][:, 0]), rtol=1e-9)
+    # the warm-up state survives a checkpoint
+    restored = OnlineLinearRegression(FEATURES, "y").load(model.state())
+    np.testing.assert_allclose(restored.predict(flat[20:]), model.predict(flat[20:]), rtol=1e-12)
+
+
+def test_regression_loads_a_checkpoint_from_before_the_warm_up_rule():
+    rows = regression_rows(120, seed=20)
+    state = OnlineLinearRegression(FEATURES, "y").learn(rows[:4]).state()
+    del state["model"]["ysum"]
+    model = OnlineLinearRegression(FEATURES, "y").load(state)
+    assert np.isfinite(model.predict(rows[4:10])).all()
+    model.learn(rows[4:])
+    np.testing.assert_allclose(np.r_[model.coef_, model.intercept_], lstsq(rows), rtol=1e-9)
+    np.testing.assert_allclose(model.predict(rows), arrays(rows)[0] @ model.coef_ + model.intercept_, rtol=1e-12)
+
+
+# -- not fitted -------------------------------------------------------------------------------
+
+
+def unfitted_learners():
+    from river import linear_model
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.linear_model import SGDRegressor
+
+    return [OnlineLinearRegression(FEATURES, "y"), OnlineKMeans(2, FEATURES),
+            PartialFit(SGDRegressor(), FEATURES, "y"), PartialFit(MiniBatchKMeans(2, n_init=1), FEATURES),
+            PartialFit(linear_model.LinearRegression(), FEATURES, "y")]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_unfitted_learners_raise_not_fitted_error(index):
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    from streamlog.consumers.learners.base import NotFittedError
+
+    model = unfitted_learners()[index]
+    rows = regression_rows(10, seed=21)
+    for call in (lambda: model.predict(rows), lambda: model.predict(rows[0])):
+        with pytest.raises(NotFittedError) as caught:
+            call()
+        assert isinstance(caught.value, SklearnNotFittedError) and isinstance(caught.value, ConsumerError)
+        message = str(caught.value)
+        assert "\n" not in message and "not fitted" in message and model.name in message
+
+
+def test_prequential_scoring_skips_the_first_window_of_every_learner():
+    from river import linear_model
+
+    rows = regression_rows(120, seed=22)
+    for model in unfitted_learners() + [PartialFit(linear_model.LinearRegression(), FEATURES, "y", name="r2")]:
+        stream = MemoryStream()
+        first, second = windows_of(stream, rows, 60)
+        record = model(first)  # predicts before learning: nothing to predict with yet, so no score
+        assert record["n_seen"] == 60 and record.get("n_scored", 0) == 0
+        model(second)
+        assert model.n_seen_ == 120
+        if isinstance(model, OnlineKMeans):
+            assert model.n_scored_ == 60
+        elif model.target is not None:
+            assert model.error_.n == 60
+        np.asarray(model.predict(rows))  # fitted now
+
+
+def test_kmeans_transform_before_centres_is_not_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="no centres yet"):
+        OnlineKMeans(3, FEATURES).learn(regression_rows(2)).transform(regression_rows(2))
+
+
 # -- bad input --------------------------------------------------------------------------------
 
 
@@ -613,6 +736,58 @@ def test_partial_fit_checkpoints_round_trip_on_both_backends(url):
         assert resumed.n_seen_ == 180 and resumed.seq_ == 3
         assert codec.encode(resumed.estimator) == codec.encode(model.estimator)
         assert list(resumed.predict(rows)) == list(model.predict(rows))
+
+
+def test_a_learner_resumes_on_attach_before_any_window(sqlite_url):
+    # blocking=False with nothing pending claims no window: the runtime's attach() still
+    # binds the learner and loads its newest checkpoint
+    from sklearn.linear_model import SGDRegressor
+
+    stream = streamlog.stream("attach", url=sqlite_url)
+    stream.extend(regression_rows(300, seed=23))
+
+    def makers():
+        return [("default", lambda: OnlineLinearRegression(FEATURES, "y")),
+                ("km", lambda: OnlineKMeans(2, FEATURES, name="km")),
+                ("sgd", lambda: PartialFit(SGDRegressor(random_state=0), FEATURES, "y", name="sgd"))]
+
+    trained = {}
+    for group, make in makers():
+        model = make()
+        assert streamlog.streaming("attach", size=60, group=group, blocking=False, url=sqlite_url).apply(model) == 5
+        trained[group] = model
+    for group, make in makers():
+        fresh = make()
+        assert streamlog.streaming("attach", size=60, group=group, blocking=False, url=sqlite_url).apply(fresh) == 0
+        old = trained[group]
+        assert (fresh.n_seen_, fresh.seq_) == (old.n_seen_, old.seq_) == (300, 5)
+        if group == "default":
+            np.testing.assert_array_equal(fresh.coef_, old.coef_)
+            assert fresh.intercept_ == old.intercept_ and fresh.rmse_ == old.rmse_
+        elif group == "km":
+            np.testing.assert_array_equal(fresh.centers_, old.centers_)
+            np.testing.assert_array_equal(fresh.counts_, old.counts_)
+        else:
+            np.testing.assert_array_equal(fresh.estimator.coef_, old.estimator.coef_)
+        np.testing.assert_array_equal(fresh.predict(regression_rows(5)), old.predict(regression_rows(5)))
+
+
+def test_attach_binds_once_and_refuses_another_key():
+    stream, other = MemoryStream(), MemoryStream("other")
+    rows = regression_rows(120)
+    OnlineLinearRegression(FEATURES, "y")(windows_of(stream, rows, 60)[0])
+    model = OnlineLinearRegression(FEATURES, "y")
+    model.attach(stream, "default")
+    assert model.n_seen_ == 60 and model.seq_ == 1
+    model.attach(stream, "default")  # the same key again: nothing happens (no second load)
+    assert model(windows_of(stream, rows, 60)[0]) is None  # window 1 is in the checkpoint
+    assert model(windows_of(stream, rows, 60)[1])["seq"] == 2 and model.n_seen_ == 120
+    model.attach(stream, "default")
+    assert model.n_seen_ == 120
+    with pytest.raises(ConsumerError, match="use another instance"):
+        model.attach(other, "default")
+    with pytest.raises(ConsumerError, match="use another instance"):
+        model.attach(stream, "g2")
 
 
 def test_demos_run_and_end_by_themselves(tmp_path):

@@ -18,3 +18,11 @@ from .partial_fit import PartialFit
 from .regression import OnlineLinearRegression
 
 __all__ = ["Learner", "OnlineLinearRegression", "OnlineKMeans", "PartialFit"]
+
+
+def __getattr__(name: str):
+    if name == "NotFittedError":  # made on first use: it subclasses scikit-learn's (a slow import)
+        from .base import not_fitted_error
+
+        return not_fitted_error()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,8 +2,11 @@
 
 A learner is called once per window by the streaming runtime. Per window it
 
-1. on the first window, binds to the window's stream and group and resumes from the
-   newest checkpoint saved under ``(stream, group, name)``, if there is one;
+1. binds to the window's stream and group and resumes from the newest checkpoint saved
+   under ``(stream, group, name)``, if there is one — done once, by :meth:`Learner.attach`,
+   which the runtime calls when the consumer starts (before any window is claimed, so a
+   ``blocking=False`` run with nothing to do still leaves the learner resumed), or else on
+   the first window;
 2. skips the window if that window is already in its state (a redelivery after a
    crash between checkpoint and commit — see below);
 3. scores the window with the current model (*prequential* evaluation: predict,
@@ -39,6 +42,34 @@ from . import threads as _threads
 
 STATE_VERSION = 1
 _MAX_HOLES = 100  # ranges of unlearned window numbers kept in the state
+
+_NotFittedError: type | None = None
+
+
+def not_fitted_error() -> type:
+    """:class:`NotFittedError`, made on first use: importing scikit-learn takes over half a
+    second, which a learner module should not cost on import."""
+    global _NotFittedError
+    if _NotFittedError is None:
+        from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+        class NotFittedError(ConsumerError, SklearnNotFittedError):
+            """``predict`` (or ``transform``) on a learner that has not learned enough yet.
+
+            Both a :class:`~streamlog.errors.ConsumerError` and scikit-learn's
+            ``sklearn.exceptions.NotFittedError`` (so also a ``ValueError`` and an
+            ``AttributeError``): ``except NotFittedError`` works as with any estimator."""
+
+        NotFittedError.__module__ = __name__
+        NotFittedError.__qualname__ = "NotFittedError"
+        _NotFittedError = NotFittedError
+    return _NotFittedError
+
+
+def __getattr__(name: str):
+    if name == "NotFittedError":
+        return not_fitted_error()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Learner:
@@ -180,8 +211,12 @@ class Learner:
             self.n_seen_ += len(X)
 
     def predict(self, data: Any):
-        """Predictions for a DataFrame, a list of dicts or an array (→ array), or one dict (→ scalar)."""
+        """Predictions for a DataFrame, a list of dicts or an array (→ array), or one dict (→ scalar).
+
+        Raises :class:`NotFittedError` (scikit-learn's, as a streamlog error) until the learner
+        has learned something."""
         X, _ = self._arrays(data, need_target=False)
+        self._check_fitted()
         out = self._infer(X)
         return out[0].item() if single(data) else out
 
@@ -234,15 +269,18 @@ class Learner:
 
     # -- the consumer ---------------------------------------------------------------
 
+    def attach(self, stream, group: str) -> None:
+        """Bind to ``(stream, group)`` and resume from the newest checkpoint saved there.
+
+        The streaming runtime calls this when the consumer starts, right after the group is
+        created and before any window is claimed; without it the first window binds. Binding
+        again to the same stream and group does nothing; another one is an error (one
+        instance learns one model: use another instance)."""
+        self._bind(stream, group)
+
     def __call__(self, window) -> dict | None:
         """Learn from one window (see the module docstring); return a record for ``sink=``."""
-        key = (window.stream.name, window.group)
-        if self._key is None:
-            self._bind(window, key)
-        elif key != self._key:
-            raise ConsumerError(
-                f"{self.name} is bound to stream {self._key[0]!r}, group {self._key[1]!r}; "
-                f"use another instance for stream {key[0]!r}, group {key[1]!r}")
+        self._bind(window.stream, window.group)
         if self._dirty:
             self._rollback(window)
         seq = window.seq
@@ -266,6 +304,13 @@ class Learner:
         self.windows_ += 1
         return self.record(window)
 
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise not_fitted_error()(self._not_fitted_message())
+
+    def _not_fitted_message(self) -> str:
+        return f"{self.name} is not fitted yet: it has learned no items, so it cannot predict"
+
     def _window_arrays(self, window):
         return self._arrays(window.data)
 
@@ -283,8 +328,17 @@ class Learner:
         record.update(self.summary())
         return record
 
-    def _bind(self, window, key: tuple[str, str]) -> None:
-        saved = window.stream.model(self.name, window.group) if self.checkpoint else None
+    def _bind(self, stream, group: str) -> None:
+        """Bind to ``(stream, group)`` once, resuming from its newest checkpoint (shared by
+        :meth:`attach` and the first window)."""
+        key = (stream.name, group)
+        if self._key is not None:
+            if key != self._key:
+                raise ConsumerError(
+                    f"{self.name} is bound to stream {self._key[0]!r}, group {self._key[1]!r}; "
+                    f"use another instance for stream {key[0]!r}, group {key[1]!r}")
+            return
+        saved = stream.model(self.name, group) if self.checkpoint else None
         if saved is not None:
             if self.n_seen_ or self.seq_ is not None:
                 raise ConsumerError(

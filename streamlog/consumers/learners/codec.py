@@ -3,12 +3,34 @@
 ``encode(obj)`` walks an estimator's attributes and returns JSON-able data (numbers,
 strings, lists, dicts); ``decode(data, into=fresh_estimator)`` writes it back into a
 freshly constructed estimator of the same class. Nothing is pickled and no code is
-stored: a function, method or class an object holds is stored *by name* (its import
-path, checked to give back the very same object), and only from scikit-learn, river,
-the estimator's own module and a few standard ones (builtins, math, operator,
-collections, functools, random, statistics, numpy). Lambdas and closures cannot be
-named: they are not stored, the fresh instance's own are kept (their attribute
-names are listed under ``skipped``).
+stored or loaded.
+
+**Checkpoints are data, never code.** Anyone who can write to the models collection
+(or table) can write a checkpoint, and every consumer that resumes decodes it, so the
+decoder never imports, resolves, calls or ``getattr``-s anything named by the data:
+
+* a function, class, bound method or ``functools.partial`` in the data is *not*
+  resolved: the fresh instance's own value at that place is kept (as for lambdas).
+  Where the fresh instance has none, only a name from a fixed map is accepted — the
+  builtin types ``int, float, list, dict, set, str, tuple`` and the two static methods
+  river's ``EBSTNode`` stores per node — anything else is refused;
+* an ``obj`` entry is written into the fresh instance's object at the same place when
+  the classes match; a new object is created (``cls.__new__``, no ``__init__``) only
+  for a class found in the freshly constructed template, or on a short reviewed list of
+  classes that models create while learning (:func:`_known_classes`: river's tree,
+  forest and nearest-neighbour parts, scikit-learn's MLP optimizers and
+  ``LabelBinarizer``). Attributes are set in the instance ``__dict__`` (or
+  a declared slot); one that would hide a method or property of the class is refused;
+* a ``defaultdict`` keeps the template's factory at that place; one created while
+  learning gets its factory from the same fixed map of builtin types, never from a name;
+* random generators are restored into fixed classes (``random.Random``, numpy's
+  ``RandomState`` and ``Generator`` with one of numpy's bit generators, by a fixed map),
+  arrays only with numeric, string or object dtypes.
+
+Anything else — or malformed data — raises :class:`UnsupportedState` (a
+:class:`~streamlog.errors.ConsumerError`). The encoder still writes the names of
+functions and classes (``module:qualname``), for display and for :func:`verify`'s
+comparison; they are never acted on.
 
 Encoded forms (``T`` is the tag key ``"__sl__"``):
 
@@ -38,7 +60,7 @@ supports) rejects nested arrays, so inner lists are wrapped and arrays are store
 
 Decoding writes into the fresh instance *in place* wherever it can (dicts keep their
 ``defaultdict`` factories, random generators their identity), and creates new objects
-only for classes from scikit-learn, river or the estimator's own module.
+only for the allowed classes above.
 
 Extension objects without attributes (e.g. scikit-learn's Cython loss objects, which
 ``partial_fit`` recreates on every call) are skipped like lambdas. Whether a given
@@ -53,6 +75,7 @@ import functools
 import importlib
 import math
 import random
+import sys
 import types
 from collections import Counter, OrderedDict, defaultdict, deque
 from typing import Any
@@ -93,7 +116,9 @@ def _allowed_code(module: str, extra: tuple[str, ...]) -> bool:
 
 
 def _importable_name(v: Any) -> str | None:
-    """``module:qualname`` if importing that gives back ``v`` itself (no lambdas or closures)."""
+    """``module:qualname`` if importing that gives back ``v`` itself (no lambdas or closures).
+
+    Encoding only, on live objects of the model: the decoder never imports anything."""
     module = getattr(v, "__module__", None)
     qualname = getattr(v, "__qualname__", None) or getattr(v, "__name__", None)
     if isinstance(v, np.ufunc):
@@ -284,15 +309,162 @@ class _Encoder:
         return {TAG: "obj", "cls": _class_name(type(v)), "id": n, "attrs": attrs, "skipped": skipped}
 
 
+#: defaultdict factories a checkpoint may name when the fresh instance has none at that place
+SAFE_FACTORIES: dict[str, type] = {f"builtins:{t.__name__}": t for t in (int, float, list, dict, set, str, tuple)}
+
+#: random bit generators a ``Generator`` may be rebuilt with (never looked up by name in numpy)
+_BIT_GENERATORS = {name: getattr(np.random, name) for name in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+                   if hasattr(np.random, name)}
+
+#: numpy dtype kinds a checkpoint may hold (numbers, booleans, strings, objects of decoded values)
+_DTYPE_KINDS = "biufcOUS"
+
+
+def _known_classes() -> tuple[dict[str, type], dict[str, Any]]:
+    """The explicit, reviewed allow-list beyond a fresh template: classes (and two functions)
+    that models create while learning, so a fresh instance does not hold them — river's
+    trees, forests and nearest neighbours, scikit-learn's MLP optimizers and label
+    binarizer. Each is a plain container of numbers, arrays and other entries of this list;
+    none runs code on creation (``cls.__new__`` only, no ``__init__``) or when its attributes
+    are set. Imported here by fixed names (never by a name from a checkpoint), and only for
+    the libraries already in use (a river checkpoint needs a river model to decode into)."""
+    classes: dict[str, type] = {}
+    functions: dict[str, Any] = {}
+    for library, load in (("sklearn", _known_sklearn), ("river", _known_river)):
+        if library in sys.modules:
+            if library not in _KNOWN:
+                _KNOWN[library] = load()
+            classes.update(_KNOWN[library][0])
+            functions.update(_KNOWN[library][1])
+    return classes, functions
+
+
+_KNOWN: dict[str, tuple[dict[str, type], dict[str, Any]]] = {}
+
+
+def _named(pairs) -> dict[str, type]:
+    out = {}
+    for module, names in pairs:
+        for name in names:
+            cls = getattr(module, name, None)
+            if isinstance(cls, type):
+                out[_class_name(cls)] = cls
+    return out
+
+
+def _known_sklearn() -> tuple[dict[str, type], dict[str, Any]]:
+    try:
+        from sklearn.neural_network import _stochastic_optimizers
+        from sklearn.preprocessing import _label
+    except ImportError:  # pragma: no cover - other scikit-learn layouts
+        return {}, {}
+    return _named(((_stochastic_optimizers, ("AdamOptimizer", "SGDOptimizer")),
+                   (_label, ("LabelBinarizer",)))), {}
+
+
+def _known_river() -> tuple[dict[str, type], dict[str, Any]]:
+    try:
+        from river import linear_model, optim, proba, stats
+        from river.tree import splitter
+        from river.tree.nodes import arf_htc_nodes, arf_htr_nodes, branch, htc_nodes, htr_nodes
+        from river.tree.splitter import ebst_splitter
+    except ImportError:  # pragma: no cover - other river layouts
+        return {}, {}
+    classes = _named((
+        (stats, ("Mean", "Var")),
+        (proba, ("Gaussian", "Multinomial")),
+        (branch, ("NumericBinaryBranch", "NumericMultiwayBranch", "NominalBinaryBranch", "NominalMultiwayBranch")),
+        (htr_nodes, ("LeafMean", "LeafModel", "LeafAdaptive")),
+        (htc_nodes, ("LeafMajorityClass", "LeafNaiveBayes", "LeafNaiveBayesAdaptive")),
+        (arf_htr_nodes, ("RandomLeafMean", "RandomLeafModel", "RandomLeafAdaptive")),
+        (arf_htc_nodes, ("RandomLeafMajorityClass", "RandomLeafNaiveBayes", "RandomLeafNaiveBayesAdaptive")),
+        (splitter, ("EBSTSplitter", "TEBSTSplitter", "GaussianSplitter")),
+        (ebst_splitter, ("EBSTNode",)),
+        (linear_model, ("LinearRegression",)),  # the leaf models of model trees, and their parts
+        (optim, ("SGD",)),
+        (optim.losses, ("Squared",)),
+        (optim.initializers, ("Zeros",)),
+        (optim.schedulers, ("Constant",)),
+    ))
+    try:
+        from river.forest import adaptive_random_forest
+        from river.neighbors.ann import nn_vertex
+
+        classes.update(_named(((adaptive_random_forest, ("BaseTreeRegressor", "BaseTreeClassifier")),
+                               (nn_vertex, ("Vertex",)))))
+    except ImportError:  # pragma: no cover - other river layouts
+        pass
+    functions = {}
+    node = getattr(ebst_splitter, "EBSTNode", None)
+    for name in ("_update_estimator_univariate", "_update_estimator_multivariate"):
+        func = getattr(node, name, None)
+        if isinstance(func, types.FunctionType):  # EBSTNode keeps one of these static methods per node
+            functions[f"{node.__module__}:{node.__qualname__}.{name}"] = func
+    return classes, functions
+
+
+def _template_classes(template: Any) -> dict[str, type]:
+    """``module:qualname`` → class of every object reachable from a fresh template (walked
+    before decoding writes into it): the classes a checkpoint of this model may hold."""
+    found: dict[str, type] = {}
+    seen: set[int] = set()
+    stack = [template]
+    while stack:
+        v = stack.pop()
+        if id(v) in seen or v is None or isinstance(v, (bool, int, float, str, bytes, np.ndarray, np.generic)):
+            continue
+        seen.add(id(v))
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+            continue
+        if isinstance(v, (list, tuple, set, frozenset, deque)):
+            stack.extend(v)
+            continue
+        t = type(v)
+        if isinstance(v, _CODE) or isinstance(v, (types.ModuleType, np.dtype)):
+            continue
+        if hasattr(v, "__dict__") or getattr(t, "__slots__", None):
+            found[_class_name(t)] = t
+            try:
+                stack.extend(_attributes(v).values())
+            except Exception:  # noqa: BLE001 - an attribute that cannot be read: nothing to learn from it
+                pass
+    return found
+
+
+def _shadows_method(cls: type, attr: str) -> bool:
+    """Whether an instance attribute ``attr`` would hide a method or property of ``cls`` (a
+    checkpoint may not replace behaviour: found statically, no descriptor runs)."""
+    for klass in cls.__mro__:
+        if attr in vars(klass):
+            found = vars(klass)[attr]
+            return callable(found) or hasattr(type(found), "__get__")  # functions, properties, descriptors
+    return False
+
+
 class _Decoder:
-    def __init__(self, modules: tuple[str, ...]):
-        self.modules = modules
+    """Rebuilds plain data into a fresh template, as data only.
+
+    Never imports, resolves or calls anything named by the data: code entries (functions,
+    classes, methods, partials) keep the fresh instance's own value at that place (or, with
+    no value there, come from :data:`SAFE_FACTORIES` or the reviewed functions of
+    :func:`_known_classes`); objects are created only for classes found in the fresh
+    template or in that reviewed list; a ``defaultdict`` gets the template's factory or a safe
+    builtin one. Anything else is an :class:`UnsupportedState`."""
+
+    def __init__(self, template: Any, extra: tuple[type, ...] = ()):
         self.memo: dict[int, Any] = {}
+        self.classes = _template_classes(template)
+        for cls in extra:
+            self.classes[_class_name(cls)] = cls
 
     def value(self, e: Any, target: Any = _MISSING) -> Any:
         t = type(e)
         if e is None or t is bool or t is int or t is float or t is str:
             return e
+        if isinstance(e, bool):
+            return bool(e)
         if isinstance(e, int):  # bson.Int64 from pymongo, for ints beyond 32 bits
             return int(e)
         if isinstance(e, float):
@@ -319,23 +491,23 @@ class _Decoder:
         if tag == "dict":
             pairs = [(self.value(k), v) for k, v in zip(e["keys"], e["values"])]
             if e.get("kind") == "defaultdict" and "factory" in e and not isinstance(target, defaultdict):
-                target = defaultdict(None if e["factory"] is None else self.value(e["factory"]))
+                target = defaultdict(self.factory(e["factory"]))
             return self.mapping(pairs, target, e.get("kind", "dict"))
         if tag == "ndarray":
             return self.array(e)
         if tag == "dtype":
-            return np.dtype(e["v"])
+            return _dtype(e["v"])
         if tag == "ref":
+            if e["id"] not in self.memo:
+                raise UnsupportedState(f"a reference to object #{e['id']!r}, which the checkpoint does not hold")
             return self.memo[e["id"]]
-        if tag in ("class", "function"):
-            return self._resolve(e["name"], code=True)
-        if tag == "method":
-            return getattr(self.value(e["self"]), e["name"])
-        if tag == "partial":
-            return functools.partial(self.value(e["func"]), *[self.value(x) for x in e["args"]],
-                                     **{k: self.value(x) for k, x in e["keywords"].items()})
+        if tag in ("class", "function", "method", "partial"):
+            return self.code(e, target)
         if tag == "deque":
-            return deque((self.value(x) for x in e["v"]), e["maxlen"])
+            maxlen = e["maxlen"]
+            if maxlen is not None and (type(maxlen) is not int or maxlen < 0):
+                raise UnsupportedState(f"a deque with maxlen {maxlen!r}")
+            return deque((self.value(x) for x in e["v"]), maxlen)
         if tag == "random":
             obj = target if type(target) is random.Random else random.Random()
             obj.setstate(self.value(e["state"]))
@@ -343,10 +515,13 @@ class _Decoder:
             obj = target if isinstance(target, np.random.RandomState) else np.random.RandomState()
             obj.set_state(self.value(e["state"]))
         elif tag == "Generator":
-            if isinstance(target, np.random.Generator) and type(target.bit_generator).__name__ == e["bit_generator"]:
+            kind = _BIT_GENERATORS.get(e["bit_generator"]) if isinstance(e["bit_generator"], str) else None
+            if kind is None:
+                raise UnsupportedState(f"unknown random bit generator {e['bit_generator']!r}")
+            if isinstance(target, np.random.Generator) and type(target.bit_generator) is kind:
                 obj = target
             else:
-                obj = np.random.Generator(getattr(np.random, e["bit_generator"])())
+                obj = np.random.Generator(kind())
             obj.bit_generator.state = self.value(e["state"])
         elif tag == "vdict":
             if type(target).__name__ == "VectorDict":
@@ -365,11 +540,39 @@ class _Decoder:
         self.memo[e["id"]] = obj
         return obj
 
+    def code(self, e: dict, target: Any) -> Any:
+        """A function, class, method or partial: never resolved from the data. The fresh
+        instance's own one at this place is kept; with none there, only a safe builtin type
+        or a reviewed function (:func:`_known_classes`) by its exact name."""
+        if target is not _MISSING and (callable(target) or isinstance(target, (staticmethod, classmethod))):
+            return target
+        name = e.get("name") if e[TAG] in ("class", "function") else None
+        if isinstance(name, str):
+            if name in SAFE_FACTORIES:
+                return SAFE_FACTORIES[name]
+            known = _known_classes()[1]
+            if name in known:
+                return known[name]
+        shown = name if isinstance(name, str) else f"a {e[TAG]}"
+        raise UnsupportedState(f"the checkpoint names code ({shown}) where the fresh model has none: "
+                               "functions, classes and methods are never loaded from a checkpoint")
+
+    def factory(self, e: Any) -> Any:
+        """The factory of a defaultdict created while learning: None or a safe builtin type."""
+        if e is None:
+            return None
+        name = e.get("name") if isinstance(e, dict) and e.get(TAG) in ("class", "function") else None
+        if isinstance(name, str) and name in SAFE_FACTORIES:
+            return SAFE_FACTORIES[name]
+        shown = name if isinstance(name, str) else "code"
+        raise UnsupportedState(f"a defaultdict created while learning has factory {shown}: only "
+                               f"{', '.join(t.__name__ for t in SAFE_FACTORIES.values())} are rebuilt")
+
     def mapping(self, pairs: list, target: Any, kind: str) -> Any:
         if isinstance(target, dict) and not (kind != "dict" and type(target).__name__ != kind):
             olds = dict(target)
             target.clear()
-            factory = getattr(target, "default_factory", None)
+            factory = getattr(target, "default_factory", None)  # the template's own (or a safe builtin)
             for k, v in pairs:
                 old = olds.get(k, _MISSING)
                 if old is _MISSING and factory is not None and _needs_target(v):
@@ -384,8 +587,10 @@ class _Decoder:
         return out
 
     def array(self, e: dict) -> np.ndarray:
-        dtype = np.dtype(e["dtype"])
+        dtype = _dtype(e["dtype"])
         data = e["data"]
+        if type(data) is not list:
+            raise UnsupportedState("an array without a list of values")
         if dtype.kind == "O":
             out = np.empty(len(data), dtype=object)
             out[:] = [self.value(x) for x in data]
@@ -393,6 +598,8 @@ class _Decoder:
             if dtype.kind in "fiu" and any(type(x) is not int and type(x) is not float for x in data):
                 data = [self.value(x) if isinstance(x, dict) else (int(x) if isinstance(x, (str, int)) else x)
                         for x in data]
+            elif any(isinstance(x, (dict, list)) for x in data):
+                raise UnsupportedState(f"an array of dtype {dtype} holding containers")
             out = np.array(data, dtype=dtype)
         return out.reshape(e["shape"])
 
@@ -401,42 +608,51 @@ class _Decoder:
         if target is not _MISSING and _class_name(type(target)) == name:
             obj = target
         else:
+            cls = self.classes.get(name) if isinstance(name, str) else None
+            if cls is None and isinstance(name, str):
+                cls = _known_classes()[0].get(name)
+            if cls is None:
+                raise UnsupportedState(
+                    f"will not create a {name} from a checkpoint: objects are rebuilt only for the classes "
+                    "a fresh instance of the model holds and a short reviewed list (codec._known_classes)")
             if e.get("skipped"):
                 raise UnsupportedState(
-                    f"a {name} created while learning holds code ({', '.join(e['skipped'])}) and cannot be rebuilt")
-            obj = self._new(name)
+                    f"a {name} created while learning holds code ({', '.join(map(str, e['skipped']))}) "
+                    "and cannot be rebuilt")
+            obj = cls.__new__(cls)
         self.memo[e["id"]] = obj
+        cls = type(obj)
+        attrs = e["attrs"]
+        if type(attrs) is not dict:
+            raise UnsupportedState(f"{name}: attributes must be a mapping")
         current = _attributes(obj)
-        keep = set(e["attrs"]) | set(e.get("skipped") or ())
+        keep = set(attrs) | set(e.get("skipped") or ())
         has_dict = hasattr(obj, "__dict__")
         for attr in current:
             if attr not in keep and has_dict and attr in obj.__dict__:
                 del obj.__dict__[attr]
-        for attr, v in e["attrs"].items():
+        for attr, v in attrs.items():
+            slot = _is_slot(cls, attr)
+            if not attr.isidentifier() or (not slot and (not has_dict or _shadows_method(cls, attr))):
+                raise UnsupportedState(f"{name}: will not set attribute {attr!r} from a checkpoint")
             value = self.value(v, current.get(attr, _MISSING))
-            if has_dict and not _is_slot(type(obj), attr):
-                obj.__dict__[attr] = value
-            else:
+            if slot:
                 setattr(obj, attr, value)
+            else:
+                obj.__dict__[attr] = value
         return obj
 
-    def _resolve(self, name: str, code: bool = False) -> Any:
-        module, _, qualname = name.partition(":")
-        if not (_allowed_code(module, self.modules) if code else _allowed(module, self.modules)):
-            raise UnsupportedState(f"will not load {name} from a checkpoint")
-        try:
-            found: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                found = getattr(found, part)
-        except (ImportError, AttributeError):
-            raise UnsupportedState(f"{name} of the checkpoint is not available") from None
-        return found
 
-    def _new(self, name: str) -> Any:
-        cls = self._resolve(name)
-        if not isinstance(cls, type):
-            raise UnsupportedState(f"{name} is not a class")
-        return cls.__new__(cls)
+def _dtype(spec: Any) -> np.dtype:
+    if not isinstance(spec, str) or len(spec) > 16:
+        raise UnsupportedState(f"unsupported numpy dtype {spec!r}")
+    try:
+        dtype = np.dtype(spec)
+    except TypeError:
+        raise UnsupportedState(f"unsupported numpy dtype {spec!r}") from None
+    if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise UnsupportedState(f"unsupported numpy dtype {spec!r}")
+    return dtype
 
 
 def _is_slot(cls: type, attr: str) -> bool:
@@ -455,9 +671,22 @@ def encode(obj: Any, modules: tuple[str, ...] = ()) -> Any:
     return _Encoder(tuple(modules) + (type(obj).__module__,)).value(obj, type(obj).__name__)
 
 
-def decode(data: Any, into: Any, modules: tuple[str, ...] = ()) -> Any:
-    """Write encoded state into ``into`` (a fresh instance of the same class) and return it."""
-    return _Decoder(tuple(modules) + (type(into).__module__,)).value(data, into)
+def decode(data: Any, into: Any, classes: tuple[type, ...] = ()) -> Any:
+    """Write encoded state into ``into`` (a fresh instance of the same class) and return it.
+
+    Data only: nothing named by ``data`` is imported, resolved or called (see
+    :class:`_Decoder`); ``classes`` are extra classes whose objects may be created, beside
+    those found in ``into`` and the reviewed list. A checkpoint holding anything else, or
+    malformed, raises :class:`UnsupportedState`."""
+    if not isinstance(data, dict) or data.get(TAG) != "obj" or data.get("cls") != _class_name(type(into)):
+        found = data.get("cls") if isinstance(data, dict) else type(data).__name__
+        raise UnsupportedState(f"the checkpoint holds a {found}, not a {_class_name(type(into))}")
+    try:
+        return _Decoder(into, tuple(classes)).value(data, into)
+    except UnsupportedState:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
+        raise UnsupportedState(f"malformed checkpoint ({type(exc).__name__}: {exc})") from None
 
 
 def params(estimator: Any) -> Any:

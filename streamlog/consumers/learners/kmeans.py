@@ -37,8 +37,9 @@ class OnlineKMeans(Learner):
     weight and start a hair apart, then separate as new points arrive).
 
     ``centers_`` (``k x d`` array, None until initialised), ``counts_`` (centre
-    weights), ``predict(...)`` (nearest centre), ``inertia_`` (prequential mean squared
-    distance of new points to their nearest centre, before learning them).
+    weights), ``predict(...)`` (nearest centre; :class:`~streamlog.consumers.learners.base.NotFittedError`
+    until the centres exist), ``inertia_`` (prequential mean squared distance of new
+    points to their nearest centre, before learning them).
     """
 
     def __init__(self, k: int, features, halflife: float | None = None, seed: int | None = 0, *,
@@ -128,9 +129,12 @@ class OnlineKMeans(Learner):
 
     # -- prediction -----------------------------------------------------------------
 
+    def _not_fitted_message(self) -> str:
+        return (f"{self.name} is not fitted yet: no centres yet ({self.n_seen_} of the first {self.k} "
+                "points seen)")
+
     def _infer(self, X: np.ndarray) -> np.ndarray:
-        if self.centers_ is None:
-            raise ConsumerError(f"{self.name}: no centres yet ({self.n_seen_} of the first {self.k} points seen)")
+        self._check_fitted()
         return _sq_distances(X, self.centers_).argmin(axis=1)
 
     def _score(self, X: np.ndarray, y=None) -> None:
@@ -148,8 +152,7 @@ class OnlineKMeans(Learner):
     def transform(self, data) -> np.ndarray:
         """Distances of each row to every centre (``n x k``)."""
         X, _ = self._arrays(data, need_target=False)
-        if self.centers_ is None:
-            self._infer(X)
+        self._check_fitted()
         return np.sqrt(_sq_distances(X, self.centers_))
 
     # -- state -----------------------------------------------------------------------

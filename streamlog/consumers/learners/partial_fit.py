@@ -60,12 +60,15 @@ class PartialFit(Learner):
     Checkpoints are plain data (see :mod:`~streamlog.consumers.learners.codec`): the
     estimator's parameters and every attribute it learned — arrays, numbers, dicts,
     random generator states, nested river objects — written back into a fresh instance
-    on resume. Functions and classes an estimator holds are stored by import name only
-    (lambdas and closures not at all: the fresh instance's own are kept); no code is
-    ever pickled. The first checkpoint verifies that the model round-trips (same
-    encoding, same predictions, and the same state after learning one more window); a
-    model that does not (one holding a lambda it built while learning, say) fails with
-    a clear error — give ``checkpoint=False`` to learn without durable state.
+    on resume. No code is ever pickled or loaded: functions, classes and methods an
+    estimator holds are stored by name for display only, and on resume the fresh
+    instance's own are kept; objects are rebuilt only for classes on an allow-list (those
+    of a fresh instance, and a reviewed few), so a checkpoint written by anyone with
+    access to the database cannot run code. The first checkpoint verifies that the model
+    round-trips (same encoding, same predictions, and the same state after learning one
+    more window); a model that does not (one holding a lambda it built while learning,
+    say) fails with a clear error — give ``checkpoint=False`` to learn without durable
+    state.
 
     ``estimator`` is the live model (after a resume or a rollback it is a new object:
     read it from the learner, do not keep the one you passed in).
@@ -115,7 +118,17 @@ class PartialFit(Learner):
 
     @property
     def fitted(self) -> bool:
-        return self.n_seen_ > 0
+        if self.n_seen_ > 0:
+            return True
+        if self.river:
+            return False
+        from sklearn.utils.validation import check_is_fitted
+
+        try:  # an estimator given already fitted predicts (and scores) from the start
+            check_is_fitted(self.estimator)
+        except Exception:  # noqa: BLE001 - NotFittedError, or not a full scikit-learn estimator
+            return False
+        return True
 
     # -- input ------------------------------------------------------------------------
 
@@ -240,7 +253,11 @@ class PartialFit(Learner):
         }
 
     def _load_model_state(self, state: dict) -> None:
-        self.estimator = codec.restore(state["estimator"], self.estimator)
+        try:
+            self.estimator = codec.restore(state["estimator"], self.estimator)
+        except codec.UnsupportedState as exc:
+            raise codec.UnsupportedState(
+                f"{self.name}: refused to load the saved {type(self.estimator).__name__} state: {exc}") from None
         self.error_ = self._new_error()
         if self.error_ is not None and state.get("error"):
             self.error_.load(state["error"])

@@ -57,6 +57,18 @@ class FencedError(StreamlogError):
     exit_code = 1
 
 
+class UnknownGroupError(StreamlogError, LookupError):
+    """A consumer group that must exist does not (``group reset``, ``group delete``)."""
+
+    exit_code = 3
+
+
+class GroupDeletedError(StreamlogError):
+    """The consumer group was deleted while a consumer of it was running."""
+
+    exit_code = 3
+
+
 class UnknownStreamError(StreamlogError, LookupError):
     """A stream that must exist does not (``info``, ``tail``, ``drop``, ``trim``)."""
 

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import orjson
 
-from . import delivery
-from .errors import ConsumerError, StreamlogError, UnknownStreamError
-from .items import MAX_ITEM_BYTES, encode_many, ms_to_datetime, nested_array_path, normalize, normalize_many, now_ms
+from . import groups as _groups
+from .errors import ConsumerError, StreamlogError, UnknownGroupError, UnknownStreamError
+from .groups import ConsumerGroup
+from .items import MAX_ITEM_BYTES, encode_many, ms_to_datetime, nested_array_path, normalize_many, now_ms
 from .names import DEAD_SUFFIX, check_name, dead_letter_stream
-from .store.base import Batch, Group, StreamRecord
+from .store.base import Batch, StreamRecord
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
     from .client import Client
+
+#: items per read of :meth:`Stream.iter` (bounds its memory)
+ITER_BATCH = 1_000
+_MAX_OFFSET = 2**63 - 1
+
+
+def _offset(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_OFFSET:
+        raise StreamlogError(f"{what} must be an offset (an integer from 0 to 2**63-1), not {value!r}")
+    return value
 
 _RETENTION_EVERY = 1.0  # seconds between retention checks of one Stream handle
 _DEAD_COUNT_LIMIT = 10_000  # info() reads at most this many dead letters to count them per group
@@ -49,6 +62,12 @@ class Stream:
     def __len__(self) -> int:
         return self.store.count(self.name)
 
+    def exists(self) -> bool:
+        """Whether this stream still exists: not dropped, and not replaced by a new
+        stream of the same name since this handle was made."""
+        record = self.store.get_stream(self.name)
+        return record is not None and record.created == self._record.created
+
     # -- producing ----------------------------------------------------------
 
     def append(self, item: dict) -> int:
@@ -76,12 +95,55 @@ class Stream:
     # -- reading ------------------------------------------------------------
 
     def read(self, start: int = 0, limit: int | None = 100, end: int | None = None) -> list[dict]:
-        """Items with ``offset >= start`` (and ``<= end``), oldest first, at most ``limit``.
+        """Items with ``offset >= start`` (and ``<= end``), oldest first — **at most
+        ``limit``, 100 by default**; ``limit=None`` reads the whole range into memory
+        (use :meth:`iter` for a long range, :meth:`frame` for a DataFrame).
 
         Read-only: no group's state changes. Each item is
         ``{"offset": int, "timestamp": datetime (UTC), "data": dict}``.
         """
+        _offset(start, "start")
+        if end is not None:
+            _offset(end, "end")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise StreamlogError(f"limit must be a non-negative integer or None, not {limit!r}")
         return _records(self.store.read(self.name, start, limit, end))
+
+    def iter(self, start: int | None = None, end: int | None = None) -> Iterator[dict]:
+        """Every item with ``start <= offset <= end`` (default: the whole stream), oldest
+        first, read 1,000 at a time: memory stays bounded whatever the length.
+
+        Read-only. Items appended while iterating are included up to ``end``; items
+        trimmed meanwhile are skipped.
+        """
+        offset = 0 if start is None else _offset(start, "start")
+        if end is not None:
+            _offset(end, "end")
+        while end is None or offset <= end:
+            batch = self.store.read(self.name, offset, ITER_BATCH, end)
+            if not batch:
+                return
+            yield from _records(batch)
+            offset = batch.offsets[-1] + 1
+
+    def frame(self, start: int | None = None, end: int | None = None) -> "pd.DataFrame":
+        """The stream, or the offsets ``start..end``, as a pandas DataFrame: one row per item,
+        the item keys as columns, indexed by offset, plus a ``timestamp`` column (UTC)
+        unless an item has a key of that name (it is never clobbered)."""
+        import pandas as pd
+
+        offsets: list[int] = []
+        times: list[Any] = []
+        rows: list[dict] = []
+        for record in self.iter(start, end):
+            offsets.append(record["offset"])
+            times.append(record["timestamp"])
+            rows.append(record["data"])
+        frame = pd.DataFrame.from_records(rows, index=pd.Index(offsets, name="offset", dtype="int64"))
+        if "timestamp" not in frame.columns:
+            frame.insert(0, "timestamp", pd.to_datetime(times, utc=True) if times else
+                         pd.Series([], dtype="datetime64[ns, UTC]"))
+        return frame
 
     def tail(self, n: int = 10) -> list[dict]:
         """The newest ``n`` items, oldest first (read-only)."""
@@ -96,22 +158,37 @@ class Stream:
         Read-only. For a group that does not exist yet: what it would see with
         ``start="earliest"``, i.e. every item.
         """
-        batch = delivery.unprocessed(self, check_name(group, "group"), limit)
+        batch = _groups.unprocessed(self, check_name(group, "group"), limit)
         return _records(batch)
 
     # -- groups -------------------------------------------------------------
 
-    def group(self, name: str = "default", start: str | int = "earliest") -> Group:
+    def group(self, name: str = "default", start: str | int = "earliest") -> ConsumerGroup:
         """Get or create a consumer group.
 
         A new group sees every item still in the stream (``start="earliest"``), only
         items appended after now (``"latest"``), or items from an offset on (an int).
         An existing group keeps its start.
         """
-        return delivery.ensure_group(self, check_name(name, "group"), start)
+        return ConsumerGroup.of(self, _groups.ensure_group(self, check_name(name, "group"), start))
 
-    def groups(self) -> list[Group]:
-        return self.store.groups(self.name)
+    def get_group(self, name: str) -> ConsumerGroup:
+        """An existing group; :class:`UnknownGroupError` when there is none by that name."""
+        found = _groups.find_group(self, check_name(name, "group"))
+        if found is None:
+            raise UnknownGroupError(f"stream {self.name!r} has no group {name!r}")
+        return ConsumerGroup.of(self, found)
+
+    def groups(self) -> list[ConsumerGroup]:
+        """The stream's consumer groups, by name."""
+        return [ConsumerGroup.of(self, g) for g in self.store.groups(self.name)]
+
+    def redrive(self, group: str | None = None, limit: int | None = None, to: str | None = None) -> int:
+        """Append dead letters (of ``group``, or all) back onto the stream ``to``
+        (default: this stream) and return how many; a second call does not re-drive
+        the same ones. See :func:`streamlog.groups.redrive`."""
+        target = self.client.stream(to) if to is not None and to != self.name else None
+        return _groups.redrive(self, group, limit, target)
 
     # -- inspection ---------------------------------------------------------
 
@@ -136,7 +213,7 @@ class Stream:
         dead_counts = self._dead_counts()
         groups = {}
         for group in store.groups(self.name):
-            state = delivery.group_state(self, group)
+            state = _groups.group_state(self, group)
             state["dead"] = dead_counts.get(group.name, 0)
             groups[group.name] = state
         return {
@@ -254,7 +331,7 @@ class Stream:
         if chosen != 1:
             raise StreamlogError("trim needs exactly one of before=, processed=True, older_than=")
         if processed:
-            floors = [delivery.processed_floor(self, g) for g in self.store.groups(self.name)]
+            floors = [_groups.processed_floor(self, g) for g in self.store.groups(self.name)]
             limit = min(floors) if floors else 0
         elif older_than is not None:
             if isinstance(older_than, timedelta):
@@ -297,7 +374,10 @@ class Stream:
     def drop(self) -> None:
         """Delete the stream with its items, groups, claims and saved models.
 
-        Meant for streams nobody uses any more: a producer still appending recreates it.
+        The same on every backend: a producer still appending to it gets
+        :class:`UnknownStreamError` (``stream 'x' was dropped``) instead of recreating it,
+        and ``streamlog tail -f`` ends with a message. ``streamlog.stream(name)`` creates
+        a new, empty stream of that name.
         """
         if not self.store.drop(self.name):
             raise UnknownStreamError(f"no stream named {self.name!r}")

@@ -14,7 +14,8 @@ import pytest
 from pymongo.errors import AutoReconnect
 
 import streamlog
-from streamlog.delivery import Cursor, ensure_group
+from streamlog.claims import Cursor
+from streamlog.groups import ensure_group
 from streamlog.emitters import CountWindow
 from streamlog.items import MAX_ITEM_BYTES, now_ms
 from streamlog.names import MAX_LENGTH, check_name, dead_letter_stream

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
 import streamlog
-from streamlog.delivery import Cursor, ensure_group
+from streamlog.claims import Cursor
+from streamlog.groups import ensure_group
 from streamlog.emitters import CountWindow
 from streamlog.items import now_ms
 from streamlog.store.base import ACTIVE, Claim
@@ -200,6 +201,9 @@ def test_commit_release_and_reclaim_of_expired_leases(url):
 def test_two_groups_each_get_every_item(url):
     s = streamlog.stream("fanout", url=url)
     s.extend([{"n": i} for i in range(10)])
+    appended = s.read(9, 1)[0]["timestamp"]
+    # the partial last window is due once its item has waited the 1 ms timeout
+    wait_until(lambda: datetime.now(timezone.utc) - appended > timedelta(milliseconds=2), message="1 ms")
     seen = {"a": [], "b": []}
     for g in seen:
         n = streamlog.streaming("fanout", size=3, timeout=0.001, group=g, blocking=False, url=url).apply(

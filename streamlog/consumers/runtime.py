@@ -10,7 +10,8 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..delivery import Claimed, Cursor, Waiting, ensure_group
+from ..claims import Claimed, Cursor, Waiting
+from ..groups import ensure_group
 from ..emitters.base import Emitter
 from ..errors import ConsumerError
 from ..items import now_ms

@@ -124,6 +124,11 @@ class Pending:
                 return n
             chunk *= 2
 
+    def appended_at(self, index: int) -> int | None:
+        """The append time of the ``index``-th pending item (whatever its event time)."""
+        self.items(index + 1)
+        return self._batch.times[index] if len(self._batch) > index else None
+
     def time_at(self, index: int) -> int | None:
         """The time of the ``index``-th pending item, or None if there are fewer."""
         batch = self.items(index + 1)

@@ -28,10 +28,12 @@ class CountWindow(Emitter):
         batch = pending.items(self.size)
         if len(batch) >= self.size:
             return Emit(self.size)
-        if self.timeout is None or not batch:
+        if self.timeout is None:
             return Wait(pending=self.size)
+        if not batch:
+            return Wait(pending=1)  # the first item starts the timeout clock
         # The oldest item's append time, not its event time: the timeout bounds how long it waits here.
-        deadline = batch.times[0] + round(self.timeout * 1000)
+        deadline = pending.appended_at(0) + round(self.timeout * 1000)
         if now >= deadline:
             return Emit(len(batch))
         return Wait(until=deadline, pending=self.size)

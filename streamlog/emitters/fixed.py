@@ -19,7 +19,8 @@ class FixedTimeWindow(Emitter):
       between the data's end and now).
     * Windows are contiguous: after a group's first window every interval gets a
       window, empty or not. The first window is the one holding the group's first
-      pending item (or the current time, when nothing is pending).
+      pending item or, when nothing was pending as this consumer started, the one
+      holding that moment (so an idle stream gets its empty windows from then on).
     * An item is in exactly one window: the window holds the pending items, in offset
       order, up to the first one whose time is at or after ``end``.
     * An item that arrives after its window was emitted is delivered in the next
@@ -40,6 +41,7 @@ class FixedTimeWindow(Emitter):
         self.grace = grace
         self._t = max(1, round(interval * 1000))
         self._g = round(grace * 1000)
+        self._origin: int | None = None  # first window's start when the group began idle
 
     def select(self, pending: Pending, now: int) -> Emit | Wait:
         t = self._t
@@ -47,7 +49,14 @@ class FixedTimeWindow(Emitter):
             start = pending.previous_end
         else:
             first = pending.time_at(0)
-            start = (first if first is not None else now) // t * t
+            if first is None and self._origin is None and not pending.event_time:
+                self._origin = now // t * t  # not `now` each time: that window never closes
+            starts = [first // t * t] if first is not None else []
+            if self._origin is not None:
+                starts.append(self._origin)
+            if not starts:
+                return Wait(pending=1)  # event time, nothing pending: the data sets the clock
+            start = min(starts)
         end = start + t
         if pending.event_time:
             beyond = pending.before(end + self._g)  # items before the watermark we need

@@ -33,6 +33,14 @@ from typing import Any
 
 # Claim states. A claim attempt is "open" until it is committed, dead-lettered or superseded.
 ACTIVE, FAILED, COMMITTED, DEAD = "active", "failed", "committed", "dead"
+# Closed records an operator puts in a group's chain: the group moved to ``hi + 1``
+# (``reset``), or the group was deleted and its chain ends here (``deleted``).
+RESET, DELETED = "reset", "deleted"
+OPEN_STATES = (ACTIVE, FAILED)
+#: the group every stream has from its creation, seeing every item (start 0)
+DEFAULT_GROUP = "default"
+#: learner checkpoints kept per (stream, group, model): the newest this many versions
+KEEP_MODEL_VERSIONS = 3
 
 
 @dataclass(slots=True)
@@ -155,7 +163,11 @@ class Store(ABC):
         increase in the order of one producer's appends and are assigned without gaps.
         A batch costs O(1) round trips. All-or-nothing unless the process dies or the
         server is lost mid-batch (see docs/architecture.md, "Guarantees"). The stream
-        must exist.
+        must exist: appending to a stream that was dropped (by any process) raises
+        :class:`~streamlog.errors.UnknownStreamError` — a producer never recreates a
+        stream an operator dropped. (On MongoDB ``drop`` marks the stream, waits out the
+        producers' offset check and then deletes, so an append is either refused or
+        deleted with the stream, never left behind in an invisible collection.)
         """
 
     @abstractmethod
@@ -174,15 +186,29 @@ class Store(ABC):
     def count(self, name: str, after: int | None = None) -> int:
         """Number of items (with ``offset > after`` when given)."""
 
-    @abstractmethod
     def trim(self, name: str, before: int, wait: bool = True) -> int:
-        """Delete items with ``offset < before``; the newest item is always kept, so
-        offsets never restart. Returns the number deleted.
+        """Delete items with ``offset < before``; returns the number deleted.
 
-        With a :attr:`trim_fence`, only offsets below the newest offset observed at
-        least that long ago are deleted: ``wait=True`` sleeps out the fence,
-        ``wait=False`` (retention, enforced by producers) uses the observation of an
-        earlier call and deletes nothing on the first."""
+        **The newest item is always kept** (this is the one place that says so), so
+        offsets never restart: only a drop resets a stream. With a :attr:`trim_fence`,
+        only offsets below the newest offset observed at least that long ago are
+        deleted: ``wait=True`` sleeps out the fence, ``wait=False`` (retention,
+        enforced by producers) uses an earlier call's observation and deletes nothing
+        on the first.
+        """
+        bound = self._trim_bound(name, wait)
+        if bound is None:
+            return 0
+        return self._delete_below(name, min(before, bound))
+
+    @abstractmethod
+    def _trim_bound(self, name: str, wait: bool) -> int | None:
+        """An offset that is certainly stored and below which deleting is safe now
+        (the newest offset, or a fenced observation of it); None: delete nothing."""
+
+    @abstractmethod
+    def _delete_below(self, name: str, offset: int) -> int:
+        """Delete items with ``offset <`` the given one; returns how many."""
 
     def version(self) -> Any:
         """A token that changes when anyone may have written (None: unknown, probe instead)."""
@@ -203,13 +229,20 @@ class Store(ABC):
     def groups(self, name: str) -> list[Group]:
         """The stream's groups, sorted by name."""
 
+    @abstractmethod
+    def delete_group(self, name: str, group: str, below_seq: int) -> None:
+        """Delete the group's record and its claims with ``seq < below_seq`` (the chain's
+        ``deleted`` tombstone at ``below_seq`` stays, so running consumers learn of it)."""
+
     # -- claims -------------------------------------------------------------
 
     @abstractmethod
     def claim(self, claim: Claim) -> bool:
         """Insert one claim attempt; False when ``(stream, group, seq, attempt)`` exists.
 
-        This unique insert is the only arbitration between consumers of a group.
+        This unique insert is the only arbitration between consumers of a group. The
+        record is open when its state is ``active`` or ``failed``, closed otherwise
+        (``reset``/``deleted`` markers).
         """
 
     @abstractmethod
@@ -257,7 +290,8 @@ class Store(ABC):
 
     @abstractmethod
     def save_model(self, name: str, group: str, model: str, seq: int, state: dict) -> None:
-        """Insert a checkpoint of a learner's state taken after window ``seq``."""
+        """Insert a checkpoint of a learner's state taken after window ``seq`` (saving a
+        ``seq`` again replaces it), keeping the newest :data:`KEEP_MODEL_VERSIONS`."""
 
     @abstractmethod
     def load_model(self, name: str, group: str, model: str) -> tuple[int, int, dict] | None:

@@ -69,17 +69,16 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
                             OperationFailure, PyMongoError)
 
 from ..config import mask_url, retry_timeout
-from ..errors import BadURLError, UnreachableError
+from ..errors import BadURLError, UnknownStreamError, UnreachableError
 from ..items import now_ms
-from .base import COMMITTED, FAILED, Batch, Claim, Group, Store, StreamRecord
+from .base import (COMMITTED, DEFAULT_GROUP, FAILED, KEEP_MODEL_VERSIONS, OPEN_STATES, Batch, Claim, Group, Store,
+                   StreamRecord)
 
 log = logging.getLogger("streamlog")
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-KEEP_MODEL_VERSIONS = 3
-_PRUNE_EVERY = 20
 #: seconds a producer trusts its cached next offset (see "Trimmed offsets are fenced")
 OFFSET_CACHE_TTL = 0.5
 #: seconds between trim's observation of the newest offset and its delete
@@ -213,8 +212,15 @@ class MongoStore(Store):
         # optimistic next offset per stream, and when it was verified (time.monotonic)
         self._next: dict[str, tuple[int, float]] = {}
         self._observed: dict[str, tuple[int, float]] = {}  # trim's last-offset observations
-        self._saves = 0
+        self._versions: dict[tuple[str, str, str], list[int]] = {}  # newest model versions saved
         self._lock = threading.Lock()
+
+    def _forget(self, name: str) -> None:
+        """Drop what this process cached about a stream (after a drop)."""
+        self._next.pop(name, None)
+        self._observed.pop(name, None)
+        for key in [k for k in self._versions if k[0] == name]:
+            del self._versions[key]
 
     def _outage(self) -> _Outage:
         return _Outage(self)
@@ -239,8 +245,8 @@ class MongoStore(Store):
         # The default group and the indexes first, the stream record last: a record that
         # exists means its stream is complete, even if a retry or a crash cut this short.
         try:
-            self._groups.insert_one(
-                {"_id": f"{name}/default", "s": name, "g": "default", "start": 0, "created": created})
+            self._groups.insert_one({"_id": f"{name}/{DEFAULT_GROUP}", "s": name, "g": DEFAULT_GROUP,
+                                     "start": 0, "created": created})
         except DuplicateKeyError:
             pass
         # Indexes only make queries fast; correctness rests on _id uniqueness alone.
@@ -249,22 +255,30 @@ class MongoStore(Store):
         claims.create_index([("g", 1), ("open", 1), ("lease", 1)])
         self._groups.create_index([("s", 1), ("g", 1)])
         self._models.create_index([("s", 1), ("g", 1), ("m", 1), ("q", 1)])
-        try:
-            self._streams.insert_one({"_id": name, "created": created, "options": {}})
-        except DuplicateKeyError:
-            return self.get_stream(name) or StreamRecord(name, created)
-        return StreamRecord(name, created, {})
+        deadline = _time.monotonic() + 2 * TRIM_FENCE + 10
+        while True:
+            try:
+                self._streams.insert_one({"_id": name, "created": created, "options": {}})
+                return StreamRecord(name, created, {})
+            except DuplicateKeyError:
+                found = self.get_stream(name)
+                if found is not None:
+                    return found
+                if _time.monotonic() > deadline:  # pragma: no cover - a drop that died half-way
+                    raise UnknownStreamError(f"stream {name!r} is still being dropped; try again") from None
+                _time.sleep(0.1)  # a drop of that name is in progress: create it once it is done
 
     @_retried
     def get_stream(self, name: str) -> StreamRecord | None:
         doc = self._streams.find_one({"_id": name})
-        if doc is None:
+        if doc is None or doc.get("dropping"):
             return None
         return StreamRecord(name, doc["created"], doc.get("options") or {})
 
     @_retried
     def streams(self) -> list[str]:
-        return [d["_id"] for d in self._streams.find({}, {"_id": 1}).sort("_id", 1)]
+        return [d["_id"] for d in self._streams.find({}, {"_id": 1, "dropping": 1}).sort("_id", 1)
+                if not d.get("dropping")]
 
     @_retried
     def set_options(self, name: str, options: dict) -> None:
@@ -272,17 +286,29 @@ class MongoStore(Store):
 
     @_retried
     def drop(self, name: str) -> bool:
-        existed = self._streams.delete_one({"_id": name}).deleted_count > 0
+        # Mark the stream as dropping, then wait out the fence: every producer re-checks
+        # the record with its offset (at least every OFFSET_CACHE_TTL) and stops with
+        # UnknownStreamError, so no acknowledged item lands after the items are deleted.
+        doc = self._streams.find_one_and_update({"_id": name}, {"$set": {"dropping": True}})
+        if doc is None:
+            self._forget(name)
+            return False
+        _time.sleep(TRIM_FENCE)
         self._items(name).drop()
         self._claims(name).drop()
         self._groups.delete_many({"s": name})
         self._models.delete_many({"s": name})
-        self._next.pop(name, None)
-        return existed
+        self._streams.delete_one({"_id": name})
+        self._forget(name)
+        return not doc.get("dropping")
 
     # -- items ----------------------------------------------------------------
 
     def _read_next(self, name: str) -> int:
+        """Verify a producer's position: the stream is not dropped, and its last offset."""
+        doc = self._streams.find_one({"_id": name}, {"dropping": 1})
+        if doc is None or doc.get("dropping"):
+            raise UnknownStreamError(f"stream {name!r} was dropped")
         last = self.last_offset(name)
         return 0 if last is None else last + 1
 
@@ -422,23 +448,25 @@ class MongoStore(Store):
         return int(self.db.command(command)["n"])
 
     @_retried
-    def trim(self, name: str, before: int, wait: bool = True) -> int:
+    def _trim_bound(self, name: str, wait: bool) -> int | None:
         # The fence: delete only below an offset observed TRIM_FENCE s ago, when every
         # producer's cached offset has been re-verified above it (module docstring).
         observed = self._observed.get(name)
         if observed is None or _time.monotonic() - observed[1] < TRIM_FENCE:
-            last = self.last_offset(name)
-            if last is None:
-                return 0
             if observed is None:
+                last = self.last_offset(name)
+                if last is None:
+                    return None
                 observed = self._observed[name] = (last, _time.monotonic())
             if not wait:
-                return 0
+                return None
             _time.sleep(max(0.0, TRIM_FENCE - (_time.monotonic() - observed[1])))
-        bound, _ = observed
         del self._observed[name]
-        deleted = self._items(name).delete_many({"_id": {"$lt": min(before, bound)}}).deleted_count
-        return deleted
+        return observed[0]
+
+    @_retried
+    def _delete_below(self, name: str, offset: int) -> int:
+        return self._items(name).delete_many({"_id": {"$lt": offset}}).deleted_count
 
     # -- groups ---------------------------------------------------------------
 
@@ -456,6 +484,11 @@ class MongoStore(Store):
         docs = self._groups.find({"s": name}).sort("g", 1)
         return [Group(name, d["g"], d["start"], d["created"]) for d in docs]
 
+    @_retried
+    def delete_group(self, name: str, group: str, below_seq: int) -> None:
+        self._groups.delete_one({"_id": f"{name}/{group}"})
+        self._claims(name).delete_many({"g": group, "q": {"$lt": below_seq}})
+
     # -- claims ---------------------------------------------------------------
 
     @staticmethod
@@ -466,7 +499,7 @@ class MongoStore(Store):
             "lo": claim.lo, "hi": claim.hi, "n": claim.count,
             "ws": claim.start, "we": claim.end, "w": claim.windows,
             "owner": claim.owner, "lease": claim.lease, "state": claim.state,
-            "open": True, "error": claim.error, "created": claim.created or now_ms(),
+            "open": claim.state in OPEN_STATES, "error": claim.error, "created": claim.created or now_ms(),
         }
 
     @staticmethod
@@ -567,12 +600,16 @@ class MongoStore(Store):
             self._models.replace_one({"_id": key}, doc, upsert=True)
         except DuplicateKeyError:  # a concurrent upsert of the same version won
             pass
-        self._saves += 1
-        if self._saves % _PRUNE_EVERY == 0:
-            keep = list(self._models.find({"s": name, "g": group, "m": model}, {"q": 1})
-                        .sort("q", -1).skip(KEEP_MODEL_VERSIONS - 1).limit(1))
-            if keep:
-                self._models.delete_many({"s": name, "g": group, "m": model, "q": {"$lt": keep[0]["q"]}})
+        # Keep the newest KEEP_MODEL_VERSIONS: the versions this process saved are known;
+        # the first save of a model in a process looks the older ones up once.
+        versions = self._versions.get((name, group, model))
+        if versions is None:
+            versions = [d["q"] for d in self._models.find({"s": name, "g": group, "m": model}, {"q": 1})
+                        .sort("q", -1).limit(KEEP_MODEL_VERSIONS)]
+        versions = sorted(set(versions) | {seq}, reverse=True)[:KEEP_MODEL_VERSIONS]
+        self._versions[(name, group, model)] = versions
+        if len(versions) == KEEP_MODEL_VERSIONS:
+            self._models.delete_many({"s": name, "g": group, "m": model, "q": {"$lt": versions[-1]}})
 
     @_retried
     def load_model(self, name: str, group: str, model: str) -> tuple[int, int, dict] | None:

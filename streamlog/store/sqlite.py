@@ -39,7 +39,8 @@ import orjson
 
 from ..errors import BadURLError, NoDatabaseError, UnknownStreamError, UnreachableError
 from ..items import decode, encode, now_ms
-from .base import COMMITTED, FAILED, Batch, Claim, Group, Store, StreamRecord
+from .base import (COMMITTED, DEFAULT_GROUP, FAILED, KEEP_MODEL_VERSIONS, OPEN_STATES, Batch, Claim, Group,
+                   Store, StreamRecord)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -93,7 +94,6 @@ CREATE INDEX IF NOT EXISTS claims_open ON claims (sid, grp, lease) WHERE open = 
 """
 
 _CLAIM_COLUMNS = "grp, seq, attempt, lo, hi, n, ws, we, windows, owner, lease, state, error, created"
-KEEP_MODEL_VERSIONS = 3
 
 
 def _create_private(path: Path) -> None:
@@ -238,7 +238,7 @@ class SQLiteStore(Store):
                         f"CREATE TABLE IF NOT EXISTS items_{sid} "
                         "(off INTEGER PRIMARY KEY, ts INTEGER NOT NULL, data BLOB NOT NULL)"
                     )
-                    con.execute("INSERT OR IGNORE INTO groups VALUES (?, 'default', 0, ?)", (sid, created))
+                    con.execute("INSERT OR IGNORE INTO groups VALUES (?, ?, 0, ?)", (sid, DEFAULT_GROUP, created))
                     row = (sid, created, "{}")
         self._sids[name] = row[0]
         return StreamRecord(name, row[1], orjson.loads(row[2]))
@@ -313,9 +313,8 @@ class SQLiteStore(Store):
         try:
             return self._items_call(name, run)
         except UnknownStreamError:
-            # Dropped by another process while we held its id: appending recreates it.
-            self.create_stream(name)
-            return self._items_call(name, run)
+            # Dropped (by any process): the same on every backend, see Store.append.
+            raise UnknownStreamError(f"stream {name!r} was dropped") from None
 
     def read(self, name: str, start: int = 0, limit: int | None = None, end: int | None = None) -> Batch:
         def run(sid: int) -> Batch:
@@ -346,15 +345,15 @@ class SQLiteStore(Store):
             name, lambda sid: self._con().execute(f"SELECT count(*) FROM items_{sid} WHERE off > ?", (after,)).fetchone()[0]
         )
 
-    def trim(self, name: str, before: int, wait: bool = True) -> int:
-        # One transaction reads the newest offset and deletes below it; appends read
-        # max(off) under the same write lock, so no fence is needed here.
+    def _trim_bound(self, name: str, wait: bool) -> int | None:
+        # No fence: an append reads max(off) under the write lock, so it never reuses
+        # an offset below the newest one.
+        return self.last_offset(name)
+
+    def _delete_below(self, name: str, offset: int) -> int:
         def run(sid: int) -> int:
             with self._write() as con:
-                last = con.execute(f"SELECT max(off) FROM items_{sid}").fetchone()[0]
-                if last is None:
-                    return 0
-                return con.execute(f"DELETE FROM items_{sid} WHERE off < ?", (min(before, last),)).rowcount
+                return con.execute(f"DELETE FROM items_{sid} WHERE off < ?", (offset,)).rowcount
 
         return self._items_call(name, run)
 
@@ -381,6 +380,13 @@ class SQLiteStore(Store):
         rows = self._con().execute("SELECT name, start, created FROM groups WHERE sid=? ORDER BY name", (sid,))
         return [Group(name, g, s, c) for g, s, c in rows]
 
+    def delete_group(self, name: str, group: str, below_seq: int) -> None:
+        sid = self._need(name)
+        with self._write() as con:
+            con.execute("DELETE FROM groups WHERE sid=? AND name=?", (sid, group))
+        with self._write(self._ccon()) as con:
+            con.execute("DELETE FROM claims WHERE sid=? AND grp=? AND seq < ?", (sid, group, below_seq))
+
     # -- claims ---------------------------------------------------------------
 
     def claim(self, claim: Claim) -> bool:
@@ -388,10 +394,10 @@ class SQLiteStore(Store):
         try:
             with self._write(self._ccon()) as con:
                 con.execute(
-                    "INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,1,?,?)",
+                    "INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (sid, claim.group, claim.seq, claim.attempt, claim.lo, claim.hi, claim.count,
                      claim.start, claim.end, claim.windows, claim.owner, claim.lease, claim.state,
-                     claim.error, claim.created or now_ms()),
+                     int(claim.state in OPEN_STATES), claim.error, claim.created or now_ms()),
                 )
         except sqlite3.IntegrityError:
             return False

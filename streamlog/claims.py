@@ -1,4 +1,4 @@
-"""Consumer groups on top of the store contract: the chain of claims.
+"""Consumer groups' windows: the chain of claims, and one consumer's handle on it.
 
 A group's windows form a chain. Window ``seq`` covers the offsets right after
 window ``seq - 1`` (``lo = previous.hi + 1``), so every item falls in exactly one
@@ -8,16 +8,22 @@ window ``head.seq + 1``. Two consumers building on the same head insert the same
 and the store lets exactly one succeed: the loser re-reads the head and tries again.
 
 A claim attempt carries a lease. The owner renews it while its function runs and
-then commits. A failing function releases the attempt (lease set to 0); a dead
-process simply stops renewing. Either way the attempt turns up in ``expired`` and
-any consumer of the group takes the window over by inserting the next attempt —
-the same unique-insert arbitration — and closes the old one. After
-``max_retries + 1`` attempts the window's items go to the dead-letter stream.
+then commits, which *seals* the window (the unique insert of the next attempt's key).
+A failing function releases the attempt for a retry after a backoff; a dead process
+simply stops renewing. Either way the attempt turns up in ``expired`` and any
+consumer of the group takes the window over by inserting the next attempt — the same
+unique key a seal uses, so a takeover and a late commit exclude each other — and
+closes the old one. :meth:`Cursor.allowed` decides how many attempts may run; the
+window's items then go to the dead-letter stream.
+
+Operators move a group with markers in the same chain (see :mod:`streamlog.groups`):
+a ``reset`` record whose ``hi`` is the offset before the group's new position, and a
+``deleted`` record that ends the chain of a deleted group.
 
 Round trips per window on MongoDB: claim = read items + insert (+ a head read after
-a conflict or when the cached head is stale), commit = one update; a reclaim scan
-(one query) runs at most once a second. None of them depends on window size or
-stream length beyond the items themselves.
+a conflict or when the cached head is stale), commit = seal insert + one update; a
+reclaim scan (one query) runs at most once a second. None of them depends on window
+size or stream length beyond the items themselves.
 """
 
 from __future__ import annotations
@@ -31,10 +37,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .emitters.base import Emit, Emitter, Pending, Wait
-from .errors import ConsumerError
-from .items import datetime_to_ms, now_ms
+from .errors import ConsumerError, GroupDeletedError
+from .items import datetime_to_ms
 from .names import dead_letter_stream
-from .store.base import ACTIVE, DEAD, Batch, Claim, Group
+from .store.base import ACTIVE, DEAD, DELETED, Batch, Claim, Group
 from .window import Window
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,85 +64,14 @@ class Head:
     end: int | None
 
 
-def start_offset(stream: "Stream", start: str | int) -> int:
-    if start == "earliest":
-        return 0
-    if start == "latest":
-        last = stream.store.last_offset(stream.name)
-        return 0 if last is None else last + 1
-    if isinstance(start, int) and not isinstance(start, bool) and start >= 0:
-        return start
-    raise ConsumerError(f"start must be 'earliest', 'latest' or an offset >= 0, not {start!r}")
-
-
-def ensure_group(stream: "Stream", name: str, start: str | int = "earliest") -> Group:
-    """Get or create a group; an existing group keeps its start."""
-    for group in stream.store.groups(stream.name):
-        if group.name == name:
-            return group
-    return stream.store.create_group(stream.name, name, start_offset(stream, start))
-
-
 def head_of(stream: "Stream", group: Group) -> Head:
+    """The end of the group's chain (before its first window: just below its start)."""
     claim = stream.store.last_claim(stream.name, group.name)
     if claim is None:
         return Head(0, group.start - 1, None)
+    if claim.state == DELETED:
+        raise GroupDeletedError(f"group {group.name!r} of stream {stream.name!r} was deleted")
     return Head(claim.seq, claim.hi, claim.end)
-
-
-def _latest_attempts(claims: list[Claim]) -> list[Claim]:
-    """One open attempt per window (the newest), by seq."""
-    newest: dict[tuple[str, int], Claim] = {}
-    for claim in claims:
-        key = (claim.group, claim.seq)
-        if key not in newest or claim.attempt > newest[key].attempt:
-            newest[key] = claim
-    return sorted(newest.values(), key=lambda c: (c.group, c.seq))
-
-
-def group_state(stream: "Stream", group: Group) -> dict:
-    """Counts for ``info``: pending (not yet processed), claimed (being processed),
-    failed (released, waiting for a retry), windows (committed or in flight)."""
-    store = stream.store
-    head = head_of(stream, group)
-    open_claims = _latest_attempts(store.open_claims(stream.name, group.name))
-    now = now_ms()
-    waiting = store.count(stream.name, after=head.hi)
-    return {
-        "start": group.start,
-        "pending": waiting + sum(c.count for c in open_claims),
-        "claimed": sum(c.count for c in open_claims if c.state == ACTIVE and c.lease >= now),
-        "failed": sum(c.count for c in open_claims if c.state != ACTIVE),
-        "windows": head.seq,
-        "next_offset": head.hi + 1,
-    }
-
-
-def processed_floor(stream: "Stream", group: Group) -> int:
-    """The lowest offset the group has not processed: items below it are done."""
-    open_claims = stream.store.open_claims(stream.name, group.name)
-    if open_claims:
-        return min(c.lo for c in open_claims)
-    return head_of(stream, group).hi + 1
-
-
-def unprocessed(stream: "Stream", group_name: str, limit: int | None) -> Batch:
-    """Items a group has not processed yet: its open windows, then everything after its head."""
-    store = stream.store
-    group = next((g for g in store.groups(stream.name) if g.name == group_name), None)
-    if group is None:
-        group = Group(stream.name, group_name, 0, 0)
-    batch = Batch()
-    for claim in _latest_attempts(store.open_claims(stream.name, group_name)):
-        left = None if limit is None else limit - len(batch)
-        if left is not None and left <= 0:
-            return batch
-        if claim.hi >= claim.lo:
-            batch.extend(store.read(stream.name, claim.lo, left, end=claim.hi))
-    left = None if limit is None else limit - len(batch)
-    if left is None or left > 0:
-        batch.extend(store.read(stream.name, head_of(stream, group).hi + 1, left))
-    return batch
 
 
 def event_times(field: str):

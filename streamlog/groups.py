@@ -214,22 +214,31 @@ def redrive(stream: "Stream", group: str | None = None, limit: int | None = None
     """Append the dead letters of ``stream`` (of one group, or all) back onto ``to``
     (default: ``stream`` itself); returns how many.
 
-    What was re-driven is remembered as a consumer group of the dead-letter stream
-    (``redrive`` or ``redrive.<group>``), committed after each batch is appended: a
-    second run re-drives only newer dead letters. At-least-once: a crash between an
-    append and its commit re-drives that batch again.
+    What was re-driven is remembered per failing group as a consumer group
+    ``redrive.<group>`` of the dead-letter stream, committed after each batch is
+    appended: a second run re-drives only newer dead letters. ``group=None`` re-drives
+    the dead letters of every group the stream has now. At-least-once: a crash between
+    an append and its commit re-drives that batch again.
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise StreamlogError(f"limit must be a positive integer, not {limit!r}")
-    if group is not None:
-        check_name(group, "group")
+    if group is None:
+        # Every group's dead letters, each through that group's own marker: re-driving
+        # all and then one group (or the reverse) never re-drives anything twice.
+        total = 0
+        for each in stream.store.groups(stream.name):
+            if limit is not None and total >= limit:
+                break
+            total += redrive(stream, each.name, None if limit is None else limit - total, to)
+        return total
+    check_name(group, "group")
     store = stream.store
     dead_name = dead_letter_stream(stream.name)
     if store.get_stream(dead_name) is None:
         return 0
     dead = stream.client.get(dead_name)
     target = to if to is not None else stream
-    marker_group = ensure_group(dead, "redrive" if group is None else f"redrive.{group}", "earliest")
+    marker_group = ensure_group(dead, f"redrive.{group}", "earliest")
     done = 0
     while limit is None or done < limit:
         cap = 1000 if limit is None else min(1000, limit - done)
@@ -239,7 +248,7 @@ def redrive(stream: "Stream", group: str | None = None, limit: int | None = None
             continue  # another redrive extended the chain first
         if not isinstance(claimed, Claimed):
             break  # nothing pending
-        records = [d for d in claimed.batch.data if group is None or d.get("group") == group]
+        records = [d for d in claimed.batch.data if d.get("group") == group]
         items = [r["data"] for r in records if isinstance(r.get("data"), dict)]
         if items:
             target.extend(items)

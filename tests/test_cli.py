@@ -472,14 +472,14 @@ def test_drop_needs_confirmation(url, monkeypatch):
     client = streamlog.connect(url)
     client.stream("s").append({"x": 1})
     assert "--yes" in fails(2, "drop", "s", "--url", url, input="y\n")  # stdin is not a terminal
-    monkeypatch.setattr("streamlog.cli._stdin_is_tty", lambda: True)
+    monkeypatch.setattr("streamlog.cli.common.stdin_is_tty", lambda: True)
     declined = cli("drop", "s", "--url", url, input="n\n")
     assert declined.exit_code == 1 and "Drop stream s" in declined.stderr
     assert client.streams() == ["s"]
     assert "dropped s" in ok("drop", "s", "--url", url, input="y\n").stdout
     assert client.streams() == []
     client.stream("t").append({"x": 1})
-    monkeypatch.setattr("streamlog.cli._stdin_is_tty", lambda: False)
+    monkeypatch.setattr("streamlog.cli.common.stdin_is_tty", lambda: False)
     assert "dropped t" in ok("drop", "t", "--yes", "--url", url).stdout
     assert client.streams() == []
     fails(3, "drop", "t", "--yes", "--url", url)
@@ -562,7 +562,7 @@ def test_error_messages_never_show_credentials(monkeypatch, make):
     def broken(*args, **kwargs):
         raise make()
 
-    monkeypatch.setattr("streamlog.cli._existing", broken)
+    monkeypatch.setattr("streamlog.cli.common.existing_client", broken)
     line = fails(4, "ls", "--url", "sqlite:///unused.db")
     assert SECRET not in line and "***" in line, line
 
@@ -573,3 +573,20 @@ def test_error_messages_never_show_credentials(monkeypatch, make):
 def test_bad_mongodb_urls_are_exit_2_without_the_password(bad):
     line = fails(2, "ls", "--url", bad)
     assert SECRET not in line, line
+
+
+# ---------------------------------------------------------------------------
+# issue 10: run -v (after or before the command)
+
+
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_run_verbose_prints_a_line_per_window(url, consumers, where):
+    streamlog.connect(url).stream("s").extend([{"i": i} for i in range(8)])
+    args = ["run", "consumers_mod:consume", "--stream", "s", "--size", "4", "--once"]
+    args = args + ["-v"] if where == "after" else ["-v"] + args
+    proc = subprocess.run([sys.executable, "-m", "streamlog.cli", *args], cwd=consumers, env=subprocess_env(url),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "window #" in line]
+    assert [line.split(": ", 1)[1].split(", 20")[0] for line in lines] == [
+        "window #1: 4 items, offsets 0..3", "window #2: 4 items, offsets 4..7"], proc.stderr

@@ -204,3 +204,15 @@ def test_a_producer_appending_across_a_drop_gets_an_error(url):
     finally:
         producer.close()
         operator.close()
+
+
+def test_redrive_all_then_one_group_never_twice(url):
+    s = streamlog.stream("twice", url=url)
+    s.extend([{"n": i} for i in range(3)])
+    for group in ("default", "audit"):
+        streamlog.streaming("twice", size=1, group=group, max_retries=0, blocking=False, url=url).apply(
+            lambda w: (_ for _ in ()).throw(RuntimeError("fail")))
+    assert s.info()["dead_letters"] == 6
+    assert s.redrive(group="audit", limit=1) == 1
+    assert s.redrive() == 5  # the rest of audit's and all of default's
+    assert s.redrive(group="audit") == 0 and s.redrive(group="default") == 0 and s.redrive() == 0

@@ -1,0 +1,187 @@
+"""``streamlog run``: run a consumer function on windows of a stream, blocking or once."""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+import streamlog
+
+from .app import EXIT_DEAD_LETTERED, app
+from .common import PROG, UrlOption, UsageError, duration, examples, global_settings, int64
+from .output import offsets, plural, ts
+
+
+class Start(str, enum.Enum):
+    earliest = "earliest"
+    latest = "latest"
+
+
+def _load_target(target: str) -> Callable:
+    """Import ``MODULE:FUNCTION``. MODULE is a dotted module (importable from the current
+    directory) or a path to a ``.py`` file; FUNCTION may be a dotted attribute path and any
+    callable (a function, an instance with ``__call__``, a bound method)."""
+    from streamlog.errors import ConsumerError
+
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ConsumerError(f"{target!r}: expected MODULE:FUNCTION (e.g. mymodule:consume or jobs/consume.py:main)")
+    is_path = module_name.endswith(".py") or os.sep in module_name or "/" in module_name
+    if is_path:
+        path = Path(module_name).expanduser().resolve()
+        if not path.is_file():
+            raise ConsumerError(f"{module_name}: no such file")
+        name = path.stem if path.stem.isidentifier() and path.stem not in sys.modules else \
+            "_streamlog_run_" + re.sub(r"\W", "_", path.stem)
+        sys.path.insert(0, str(path.parent))  # let the file import its neighbours
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ConsumerError(f"{module_name}: cannot be imported as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+    else:
+        cwd = os.getcwd()
+        if cwd not in sys.path and "" not in sys.path:
+            sys.path.insert(0, cwd)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+                raise ConsumerError(f"cannot import {module_name!r}: {exc} (run from the directory "
+                                    "that contains it, or give a path to the .py file)") from None
+            raise
+    fn: Any = module
+    for part in attr.split("."):
+        try:
+            fn = getattr(fn, part)
+        except AttributeError:
+            raise ConsumerError(f"{target!r}: {module_name} has no attribute {attr!r}") from None
+    if isinstance(fn, type):
+        raise ConsumerError(f"{target!r} is a class; point at a function or an instance "
+                            f"(e.g. model = {fn.__name__}(...) in {module_name}, then {module_name}:model)")
+    if not callable(fn):
+        raise ConsumerError(f"{target!r} is not callable (it is a {type(fn).__name__})")
+    return fn
+
+
+def _logged(fn: Callable) -> Callable:
+    """``fn`` that first prints a line about each window on stderr (``run --verbose``)."""
+
+    def consume(window):
+        ids = window.offsets
+        span = offsets(ids[0], ids[-1]) if ids else "-"
+        typer.echo(f"{PROG}: window #{window.seq}: {plural(len(window), 'item')}, offsets {span}, "
+                   f"{ts(window.start)} .. {ts(window.end)}", err=True)
+        return fn(window)
+
+    return consume
+
+
+@app.command("run", epilog=examples(
+    "streamlog run consumer:consume --stream sensors --size 60",
+    "streamlog run jobs/report.py:main -s sensors --interval 60 --once",
+    "streamlog run models:kmeans -s sensors --size 100 --group kmeans",
+    note="The function gets a Window (window.data, window.frame(), window.offsets, ...); "
+         "a return value other than None is appended to the --sink stream. A window whose "
+         "function raises is retried, then moved to the dead-letter stream NAME.dead (see streamlog redrive).",
+))
+def run_command(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(
+        metavar="MODULE:FUNCTION", show_default=False,
+        help="The consumer: a dotted module importable from the current directory, or a path to a "
+             ".py file, then : and a function (or any callable) in it.")],
+    stream: Annotated[str, typer.Option("--stream", "-s", metavar="NAME", show_default=False,
+                                        help="The stream to consume (created if it does not exist).")],
+    size: Annotated[Optional[int], typer.Option(
+        "--size", min=1, callback=int64, metavar="N", show_default=False, help="Count windows of N items.")] = None,
+    interval: Annotated[Optional[float], typer.Option(
+        "--interval", min=0.001, callback=duration, metavar="SECONDS", show_default=False,
+        help="Time windows of SECONDS, aligned on the UTC clock (with --relaxed: "
+             "everything pending, every SECONDS).")] = None,
+    relaxed: Annotated[bool, typer.Option("--relaxed", help="Relaxed time windows (with --interval).")] = False,
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", min=0.0, callback=duration, metavar="SECONDS", show_default=False,
+        help="With --size: emit a partial window once its oldest item has waited this long.")] = None,
+    group: Annotated[str, typer.Option("--group", "-g", metavar="GROUP", help="Consumer group.")] = "default",
+    sink: Annotated[Optional[str], typer.Option(
+        "--sink", metavar="STREAM", show_default=False,
+        help="Append the function's non-None return values to this stream.")] = None,
+    once: Annotated[bool, typer.Option(
+        "--once", help="Process the windows that are ready now, print how many, and exit (cron mode).")] = False,
+    max_windows: Annotated[Optional[int], typer.Option(
+        "--max-windows", min=1, callback=int64, metavar="N", show_default=False,
+        help="Stop after N windows.")] = None,
+    lease: Annotated[float, typer.Option("--lease", min=0.001, callback=duration, metavar="SECONDS",
+                                         help="Claim lease; renewed while the function runs.")] = 30.0,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0, callback=int64, metavar="N",
+                                             help="Retries of a failing window before it is dead-lettered.")] = 3,
+    retry_delay: Annotated[float, typer.Option(
+        "--retry-delay", min=0.0, callback=duration, metavar="SECONDS",
+        help="Wait before retrying a failed window, doubling per attempt (0: retry at once).")] = 0.5,
+    start: Annotated[Start, typer.Option("--start", help="Where a new group starts.")] = Start.earliest,
+    time_field: Annotated[Optional[str], typer.Option(
+        "--time-field", metavar="FIELD", show_default=False,
+        help="Time windows on this item field (event time) instead of the append time.")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Print a line on stderr for every window, info-level logs, and the "
+                                "underlying cause of an error.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Run a consumer function on windows of a stream.
+
+    Blocking by default: runs until Ctrl-C or SIGTERM, finishes and commits the current
+    window, prints how many windows it processed and exits 0. With --once, processes only
+    the windows ready now (cron mode), and exits 6 if it moved items to the dead-letter
+    stream NAME.dead (saying how many on stderr).
+    """
+    settings = global_settings(ctx, url, None, verbose)
+    verbose, url = settings.verbose, settings.url
+    if (size is None) == (interval is None):
+        raise UsageError("give exactly one of --size N or --interval SECONDS", ctx)
+    if relaxed and interval is None:
+        raise typer.BadParameter("--relaxed needs --interval", ctx, param_hint="'--relaxed'")
+    if timeout is not None and size is None:
+        raise typer.BadParameter("--timeout applies to count windows (--size)", ctx, param_hint="'--timeout'")
+    import logging
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s streamlog %(levelname)s: %(message)s")
+    fn = _load_target(target)
+    if verbose:
+        fn = _logged(fn)
+    options: dict[str, Any] = dict(group=group, start=start.value, sink=sink, blocking=not once,
+                                   lease=lease, max_retries=max_retries, retry_delay=retry_delay,
+                                   max_windows=max_windows,
+                                   time_field=time_field, url=url)
+    if size is not None:
+        consumer = streamlog.streaming(stream, size=size, timeout=timeout, **options)
+    else:
+        consumer = streamlog.streaming(stream, interval=interval, relaxed=relaxed, **options)
+    if not once:
+        typer.echo(f"{PROG}: consuming {stream} with {target} ({consumer.emitter!r}, group {group}); "
+                   "Ctrl-C or SIGTERM stops after the current window", err=True)
+    processed = consumer.apply(fn)
+    run = consumer.consumer
+    failed = run.failed if run is not None else 0
+    extra = f", {plural(failed, 'failed attempt')}" if failed else ""
+    typer.echo(f"{plural(processed, 'window')} processed (stream {stream}, group {group}{extra})")
+    dead = getattr(run, "dead_lettered", 0) if run is not None else 0
+    if dead:
+        typer.echo(f"{PROG}: {plural(dead, 'item')} in {plural(run.dead_windows, 'window')} moved to the "
+                   f"dead-letter stream {run.dead_stream}", err=True)
+        if once:
+            raise typer.Exit(EXIT_DEAD_LETTERED)

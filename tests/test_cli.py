@@ -317,6 +317,25 @@ def test_tail_follow_shows_items_from_another_process(url, sig):
     assert stream.info()["pending"] == {"default": 4}  # following changed nothing
 
 
+def test_tail_follow_ends_when_the_stream_is_dropped_and_never_splices_a_new_one(url):
+    stream = streamlog.connect(url).stream("s")
+    stream.extend([{"old": 0}, {"old": 1}])
+    proc = streamlog_process(["tail", "s", "-f", "-n", "2", "--json"], url)
+    try:
+        out = LineReader(proc.stdout)
+        wait_until(lambda: len(out.lines) >= 2, timeout=30, message="the initial tail")
+        dropper = run_python("import streamlog; c = streamlog.connect(); c.get('s').drop(); "
+                             "streamlog.stream('s').extend([{'new': i} for i in range(5)])", url)
+        assert dropper.wait(60) == 0
+        assert proc.wait(30) == 3
+        assert "was dropped while following" in proc.stderr.read()
+        assert [json.loads(line)["data"] for line in out.lines] == [{"old": 0}, {"old": 1}]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 # ---------------------------------------------------------------------------
 # run
 

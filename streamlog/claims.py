@@ -208,6 +208,10 @@ class Cursor:
             return pre
         return self.store.read(self.stream.name, start, limit)
 
+    def reclaimable(self, now: int) -> bool:
+        """Whether a window of the group waits to be taken over (one indexed query)."""
+        return bool(self.store.expired(self.stream.name, self.group.name, now, limit=1))
+
     def reclaim(self, now: int) -> Claimed | None:
         """Take over the oldest expired or released window of the group, if any."""
         for old in self.store.expired(self.stream.name, self.group.name, now):

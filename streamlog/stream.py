@@ -66,7 +66,7 @@ class Stream:
         """Whether this stream still exists: not dropped, and not replaced by a new
         stream of the same name since this handle was made."""
         record = self.store.get_stream(self.name)
-        return record is not None and record.created == self._record.created
+        return record is not None and (record.uid, record.created) == (self._record.uid, self._record.created)
 
     # -- producing ----------------------------------------------------------
 

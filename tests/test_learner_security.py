@@ -22,7 +22,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 import streamlog
 from streamlog.consumers import PartialFit
-from streamlog.consumers.learners import codec
+from streamlog.consumers.learners.state_decode import decode
+from streamlog.consumers.learners.state_format import UnsupportedState
 from streamlog.errors import ConsumerError
 
 CALLS: list = []
@@ -101,7 +102,7 @@ def test_a_defaultdict_factory_named_by_the_data_is_never_called(tmp_path, facto
     groups["factory"] = {"exec": exec_partial(tmp_path / "pwned"), "sentinel": SENTINEL,
                          "sentinel-partial": {"__sl__": "partial", "func": SENTINEL, "args": [], "keywords": {}},
                          }[factory]
-    with pytest.raises(codec.UnsupportedState, match="factory"):
+    with pytest.raises(UnsupportedState, match="factory"):
         load(state)
     assert not (tmp_path / "pwned").exists()
 
@@ -125,7 +126,7 @@ def test_code_where_the_fresh_model_has_none_is_refused(tmp_path):
     attrs = state["model"]["estimator"]["attrs"]
     for hostile in (SENTINEL, EXEC, exec_partial(tmp_path / "pwned"), {"__sl__": "class", "name": "os:_wrap_close"}):
         attrs["hook_"] = hostile
-        with pytest.raises(codec.UnsupportedState, match="never loaded from a checkpoint"):
+        with pytest.raises(UnsupportedState, match="never loaded from a checkpoint"):
             load(copy.deepcopy(state))
     assert not (tmp_path / "pwned").exists()
 
@@ -140,7 +141,7 @@ def test_objects_of_classes_off_the_allow_list_are_refused_and_never_imported():
     for cls in (f"{module}:IterativeImputer", "subprocess:Popen", "collections:OrderedDict",
                 "sklearn.linear_model._stochastic_gradient:SGDRegressor"):
         attrs["helper_"] = {"__sl__": "obj", "cls": cls, "id": 99, "attrs": {}, "skipped": []}
-        with pytest.raises(codec.UnsupportedState, match="will not create"):
+        with pytest.raises(UnsupportedState, match="will not create"):
             load(copy.deepcopy(state))
     assert module not in sys.modules
 
@@ -151,7 +152,7 @@ def test_a_checkpoint_cannot_replace_methods_or_set_odd_attributes():
     for name in ("predict", "partial_fit", "__class__", "__init__"):
         hostile = copy.deepcopy(state)
         hostile["model"]["estimator"]["attrs"][name] = 1.0
-        with pytest.raises(codec.UnsupportedState, match="will not set attribute"):
+        with pytest.raises(UnsupportedState, match="will not set attribute"):
             load(hostile)
     assert attrs  # the honest one still loads
     load(state)
@@ -162,7 +163,7 @@ def test_random_generators_are_rebuilt_from_a_fixed_map(monkeypatch):
     state = trained_state()
     state["model"]["estimator"]["attrs"]["rng_"] = {"__sl__": "Generator", "id": 98, "bit_generator": "Sentinel",
                                                      "state": {}}
-    with pytest.raises(codec.UnsupportedState, match="bit generator"):
+    with pytest.raises(UnsupportedState, match="bit generator"):
         load(state)
 
 
@@ -179,10 +180,10 @@ def test_random_generators_are_rebuilt_from_a_fixed_map(monkeypatch):
 def test_malformed_checkpoints_are_a_clear_error(garbage):
     state = trained_state()
     state["model"]["estimator"]["attrs"]["mean_"] = garbage
-    with pytest.raises(codec.UnsupportedState):
+    with pytest.raises(UnsupportedState):
         load(state)
-    with pytest.raises(codec.UnsupportedState):
-        codec.decode({"__sl__": "obj", "cls": "builtins:object", "id": 0, "attrs": {}}, TallyRegressor())
+    with pytest.raises(UnsupportedState):
+        decode({"__sl__": "obj", "cls": "builtins:object", "id": 0, "attrs": {}}, TallyRegressor())
 
 
 def test_a_hostile_checkpoint_in_the_store_stops_the_consumer_before_it_runs_anything(sqlite_url, tmp_path):
@@ -202,3 +203,24 @@ def test_a_hostile_checkpoint_in_the_store_stops_the_consumer_before_it_runs_any
     assert not (tmp_path / "pwned").exists()
     assert fresh.n_seen_ == 0  # nothing learned on top of a checkpoint it refused
     assert len(stream.buffer()) == 60  # and the window was not consumed
+
+
+def test_a_skipped_loss_object_is_rebuilt_from_the_fresh_models_own_parameters():
+    # scikit-learn's SGD classifiers keep a compiled loss object (not data, so "skipped");
+    # decoding recreates it from the *fresh* estimator's parameters, whatever the data says
+    from sklearn.linear_model import SGDClassifier
+
+    labelled = [dict(r, label="up" if r["y"] > 0.5 else "down") for r in rows()]
+    model = PartialFit(SGDClassifier(random_state=0), ["x1", "x2"], "label", classes=["down", "up"])
+    model.learn(labelled)
+    state = model.state()
+    attrs = state["model"]["estimator"]["attrs"]
+    assert state["model"]["estimator"]["skipped"] == ["_loss_function_"]
+    attrs["loss"] = "log_loss"  # the data's own idea of the loss: not what is rebuilt
+    restored = PartialFit(SGDClassifier(random_state=0), ["x1", "x2"], "label", classes=["down", "up"]).load(state)
+    assert type(restored.estimator._loss_function_).__name__ == "Hinge"
+    for hostile in ({"hinge": {"__sl__": "tuple", "v": [SENTINEL, 1.0]}}, {"hinge": {"__sl__": "tuple", "v": [EXEC]}}):
+        attrs["loss_functions"] = hostile  # a table the rebuild could look names up in: refused as code
+        with pytest.raises(UnsupportedState, match="never loaded from a checkpoint"):
+            PartialFit(SGDClassifier(random_state=0), ["x1", "x2"], "label", classes=["down", "up"]).load(
+                copy.deepcopy(state))

@@ -557,6 +557,38 @@ def test_partial_fit_refuses_a_state_it_cannot_restore():
     assert unsaved.n_seen_ == 120 and not stream.saved
 
 
+
+def test_the_consume_path_learns_each_window_once_and_copies_nothing(monkeypatch):
+    # checkpointing checks only that the first checkpoint loads back: no deep copy of the
+    # live model, no second learning (the behavioural checks are the conformance suite)
+    import copy
+
+    from sklearn.linear_model import SGDRegressor
+
+    calls = []
+
+    class CountingSGD(SGDRegressor):
+        def partial_fit(self, X, y, sample_weight=None):
+            calls.append(len(X))
+            return super().partial_fit(X, y, sample_weight=sample_weight)
+
+    copied = []
+    real_deepcopy = copy.deepcopy
+
+    def watched_deepcopy(value, *args, **kwargs):
+        if isinstance(value, CountingSGD):
+            copied.append(value)
+        return real_deepcopy(value, *args, **kwargs)
+
+    model = PartialFit(CountingSGD(random_state=0), FEATURES, "y")
+    stream = MemoryStream()
+    monkeypatch.setattr(copy, "deepcopy", watched_deepcopy)
+    for window in windows_of(stream, regression_rows(300, seed=24), 60):
+        model(window)
+    assert calls == [60] * 5 and not copied
+    assert sorted(stream.saved[("default", "PartialFit")]) == [1, 2, 3, 4, 5]
+
+
 # -- checkpoints, resume, redelivery -------------------------------------------------------------
 
 RESUME_CODE = """
@@ -722,7 +754,7 @@ def test_partial_fit_checkpoints_round_trip_on_both_backends(url):
     from river import cluster
     from sklearn.cluster import MiniBatchKMeans
 
-    from streamlog.consumers.learners import codec
+    from streamlog.consumers.learners.state_encode import encode
 
     stream = streamlog.stream("points", url=url)
     rows, _ = cluster_rows(180, seed=6)
@@ -734,7 +766,7 @@ def test_partial_fit_checkpoints_round_trip_on_both_backends(url):
         resumed = PartialFit(make(), ["a", "b", "c"], name=name)
         resumed(Window(stream, "default", 3, 2, list(range(120, 180)), [0] * 60, rows[120:]))  # redelivered: skipped
         assert resumed.n_seen_ == 180 and resumed.seq_ == 3
-        assert codec.encode(resumed.estimator) == codec.encode(model.estimator)
+        assert encode(resumed.estimator) == encode(model.estimator)
         assert list(resumed.predict(rows)) == list(model.predict(rows))
 
 

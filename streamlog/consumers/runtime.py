@@ -297,11 +297,19 @@ class Consumer:
         version = store.version()
         started = time.monotonic()
         next_full = started + FULL_PROBE_EVERY
+        reclaim_every = min(RECLAIM_EVERY, self.lease / 4)
+        next_reclaim = started + reclaim_every
         interval = 0.001
         while not self._stop.is_set():
             now = now_ms()
             if wait.until is not None and now >= wait.until:
                 return
+            if time.monotonic() >= next_reclaim:
+                # A window whose consumer died must be taken over even while no new item
+                # comes: look for expired claims as often as the main loop does.
+                next_reclaim = time.monotonic() + reclaim_every
+                if self.cursor.reclaimable(now):
+                    return
             if want is not None:
                 full = time.monotonic() >= next_full
                 if full:

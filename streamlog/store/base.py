@@ -68,6 +68,8 @@ class StreamRecord:
     name: str
     created: int  # ms
     options: dict = field(default_factory=dict)
+    #: identifies this incarnation of the name: a stream dropped and created again gets another
+    uid: str = field(default="", compare=False)
 
 
 @dataclass(slots=True)

@@ -58,6 +58,7 @@ import logging
 import random
 import threading
 import time as _time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import bson
@@ -189,8 +190,7 @@ class MongoStore(Store):
         except (ConfigurationError, ValueError, TypeError) as exc:
             raise BadURLError(f"{self.url}: {mask_url(str(exc))}") from None
         try:
-            self.client.admin.command("ping")
-            build = self.client.admin.command("buildInfo")
+            build = self._first_contact(timeout)
         except OperationFailure as exc:
             self.client.close()
             if exc.code in (18, 13) or "auth" in str(exc).lower():
@@ -214,6 +214,21 @@ class MongoStore(Store):
         self._observed: dict[str, tuple[int, float]] = {}  # trim's last-offset observations
         self._versions: dict[tuple[str, str, str], list[int]] = {}  # newest model versions saved
         self._lock = threading.Lock()
+
+    def _first_contact(self, timeout: float) -> dict:
+        """``ping`` and ``buildInfo``, retrying a server that refuses or drops connections
+        (restarting) until ``timeout`` seconds have passed, like an unreachable one."""
+        deadline = _time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                self.client.admin.command("ping")
+                return self.client.admin.command("buildInfo")
+            except PyMongoError as exc:
+                if not _transient(exc) or _time.monotonic() + delay > deadline:
+                    raise
+                _time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     def _forget(self, name: str) -> None:
         """Drop what this process cached about a stream (after a drop)."""
@@ -256,10 +271,11 @@ class MongoStore(Store):
         self._groups.create_index([("s", 1), ("g", 1)])
         self._models.create_index([("s", 1), ("g", 1), ("m", 1), ("q", 1)])
         deadline = _time.monotonic() + 2 * TRIM_FENCE + 10
+        uid = uuid.uuid4().hex
         while True:
             try:
-                self._streams.insert_one({"_id": name, "created": created, "options": {}})
-                return StreamRecord(name, created, {})
+                self._streams.insert_one({"_id": name, "created": created, "options": {}, "uid": uid})
+                return StreamRecord(name, created, {}, uid=uid)
             except DuplicateKeyError:
                 found = self.get_stream(name)
                 if found is not None:
@@ -273,7 +289,7 @@ class MongoStore(Store):
         doc = self._streams.find_one({"_id": name})
         if doc is None or doc.get("dropping"):
             return None
-        return StreamRecord(name, doc["created"], doc.get("options") or {})
+        return StreamRecord(name, doc["created"], doc.get("options") or {}, uid=doc.get("uid", ""))
 
     @_retried
     def streams(self) -> list[str]:

@@ -241,7 +241,7 @@ class SQLiteStore(Store):
                     con.execute("INSERT OR IGNORE INTO groups VALUES (?, ?, 0, ?)", (sid, DEFAULT_GROUP, created))
                     row = (sid, created, "{}")
         self._sids[name] = row[0]
-        return StreamRecord(name, row[1], orjson.loads(row[2]))
+        return StreamRecord(name, row[1], orjson.loads(row[2]), uid=str(row[0]))
 
     def get_stream(self, name: str) -> StreamRecord | None:
         row = self._con().execute("SELECT id, created, options FROM streams WHERE name=?", (name,)).fetchone()
@@ -249,7 +249,7 @@ class SQLiteStore(Store):
             self._sids.pop(name, None)
             return None
         self._sids[name] = row[0]
-        return StreamRecord(name, row[1], orjson.loads(row[2]))
+        return StreamRecord(name, row[1], orjson.loads(row[2]), uid=str(row[0]))
 
     def streams(self) -> list[str]:
         return [r[0] for r in self._con().execute("SELECT name FROM streams ORDER BY name")]

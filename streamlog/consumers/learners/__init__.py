@@ -10,6 +10,12 @@ window and checkpoint their state to the store.
     from streamlog.consumers import OnlineLinearRegression
     model = OnlineLinearRegression(features=["x1", "x2"], target="y")
     streamlog.streaming("sensors", size=60, sink="sensors.model").apply(model)
+
+Modules: ``base`` (the protocol), ``regression``, ``kmeans``, ``partial_fit``; a
+``PartialFit`` checkpoint is written by ``state_encode`` and read back by ``state_decode``
+(format: ``state_format``; what decoding may create: ``state_allowlist``), ``estimators``
+knows scikit-learn and river estimators, ``checks`` is the conformance suite (run it on
+your own model).
 """
 
 from .base import Learner

@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 
 from ...errors import ConsumerError
-from . import codec
 from .base import Learner
 from .data import matrix
+from .estimators import fresh, is_river, params, task
 from .metrics import RunningAccuracy, RunningError
+from .state_decode import decode
+from .state_encode import encode
+from .state_format import TAG, UnsupportedState, class_name
 
 _MAX_SUMMARY = 100  # numbers of coefficients / centres put into each sink record
-
-
-def _is_river(estimator: Any) -> bool:
-    return any(k.__module__.startswith("river.") for k in type(estimator).__mro__)
-
-
-def _task(estimator: Any, river: bool) -> str:
-    if river:
-        from river import base
-
-        for kind, name in ((base.Classifier, "classifier"), (base.Regressor, "regressor"),
-                           (base.Clusterer, "clusterer")):
-            if isinstance(estimator, kind):
-                return name
-        return "other"
-    from sklearn import base
-
-    checks = (("classifier", base.is_classifier), ("regressor", base.is_regressor),
-              ("clusterer", getattr(base, "is_clusterer", None)))
-    for name, check in checks:
-        try:
-            if check is not None and check(estimator):
-                return name
-        except Exception:  # noqa: BLE001 - not a full scikit-learn estimator (no tags)
-            if getattr(estimator, "_estimator_type", None) == name:
-                return name
-    return "other"
 
 
 class PartialFit(Learner):
@@ -57,18 +34,24 @@ class PartialFit(Learner):
     Prequential error: regressors keep ``rmse_``/``mae_`` (in ``error_``), classifiers
     ``accuracy_``, each window scored before it is learned.
 
-    Checkpoints are plain data (see :mod:`~streamlog.consumers.learners.codec`): the
+    Checkpoints are plain data (:mod:`~streamlog.consumers.learners.state_encode`): the
     estimator's parameters and every attribute it learned — arrays, numbers, dicts,
     random generator states, nested river objects — written back into a fresh instance
-    on resume. No code is ever pickled or loaded: functions, classes and methods an
-    estimator holds are stored by name for display only, and on resume the fresh
-    instance's own are kept; objects are rebuilt only for classes on an allow-list (those
-    of a fresh instance, and a reviewed few), so a checkpoint written by anyone with
-    access to the database cannot run code. The first checkpoint verifies that the model
-    round-trips (same encoding, same predictions, and the same state after learning one
-    more window); a model that does not (one holding a lambda it built while learning,
-    say) fails with a clear error — give ``checkpoint=False`` to learn without durable
-    state.
+    on resume (:mod:`~streamlog.consumers.learners.state_decode`). No code is ever pickled
+    or loaded: functions, classes and methods an estimator holds are stored by name for
+    display only, and on resume the fresh instance's own are kept; objects are rebuilt
+    only for classes on an allow-list (those of a fresh instance, and a reviewed few), so
+    a checkpoint written by anyone with access to the database cannot run code.
+
+    The first checkpoint an instance writes is loaded back once into a fresh estimator,
+    as a resume would, and must encode to the same data; a model whose state does not
+    survive (one holding a lambda it built while learning, say) fails with a clear error
+    — give ``checkpoint=False`` to learn without durable state. That is all the consume
+    path checks (no copy of the live model, no second learning). That a model also
+    *behaves* the same after a resume — predicts and learns on identically, untouched
+    global random state — is what the conformance suite checks for the models listed in
+    ``docs/ml.md``; run :func:`~streamlog.consumers.learners.checks.check_learner` on
+    your own.
 
     ``estimator`` is the live model (after a resume or a rollback it is a new object:
     read it from the learner, do not keep the one you passed in).
@@ -77,7 +60,7 @@ class PartialFit(Learner):
     def __init__(self, estimator: Any, features, target: str | None = None, classes=None, *,
                  name: str | None = None, checkpoint: bool = True, threads: int | None = 1):
         super().__init__(features, target, name=name, checkpoint=checkpoint, threads=threads)
-        self.river = _is_river(estimator)
+        self.river = is_river(estimator)
         if self.river:
             if not (hasattr(estimator, "learn_one") or hasattr(estimator, "learn_many")):
                 raise ConsumerError(f"{type(estimator).__name__} has neither learn_one nor learn_many")
@@ -85,14 +68,20 @@ class PartialFit(Learner):
             raise ConsumerError(f"{type(estimator).__name__} has no partial_fit: PartialFit needs an "
                                 "incremental scikit-learn estimator or a river model")
         self.estimator = estimator
-        self.task = _task(estimator, self.river)
+        # unfitted, with the parameters as given (before learning changes any): what resets
+        # and resumes build on, and what a checkpoint must have been made with
+        try:
+            self._template = fresh(estimator)
+        except Exception as exc:  # noqa: BLE001 - no get_params/clone: fine until a reset or a resume
+            self._template, self._no_template = None, f"{type(exc).__name__}: {exc}"
+        self._params = params(estimator)
+        self.task = task(estimator, self.river)
         if self.task in ("classifier", "regressor") and target is None:
             raise ConsumerError(f"{type(estimator).__name__} is a {self.task}: give target=")
         if self.task == "classifier" and not self.river and classes is None and not hasattr(estimator, "classes_"):
             raise ConsumerError(f"{type(estimator).__name__}.partial_fit needs every class up front: give classes=")
         self.classes = None if classes is None else list(np.asarray(classes).tolist())
-        self._verified = False
-        self._last: tuple | None = None
+        self._checked = False
         self.error_ = self._new_error()
 
     def _new_error(self):
@@ -114,7 +103,7 @@ class PartialFit(Learner):
 
     def _config(self) -> dict:
         return {"features": self.features, "target": self.target,
-                "estimator": codec._class_name(type(self.estimator)), "params": codec.params(self.estimator)}
+                "estimator": class_name(type(self.estimator)), "params": copy.deepcopy(self._params)}
 
     @property
     def fitted(self) -> bool:
@@ -211,7 +200,6 @@ class PartialFit(Learner):
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
         self._learn_into(self.estimator, X, y)
-        self._last = (X, y)
 
     def _infer(self, X: np.ndarray) -> np.ndarray:
         return self._predict_with(self.estimator, X)
@@ -227,36 +215,46 @@ class PartialFit(Learner):
 
     # -- state ---------------------------------------------------------------------------
 
+    def _fresh(self) -> Any:
+        """A new, unfitted estimator with the parameters this learner was given."""
+        if self._template is None:
+            raise ConsumerError(f"{self.name}: cannot make an unfitted copy of {type(self.estimator).__name__} "
+                                f"({self._no_template}): resets and resumes need get_params() or clone()")
+        return fresh(self._template)
+
     def _reset_model(self) -> None:
-        self.estimator = codec.fresh(self.estimator)
+        self.estimator = self._fresh()
         self.error_ = self._new_error()
 
     def _check_checkpoint(self) -> None:
-        """Before the first checkpoint: make sure the model round-trips as plain data."""
-        if self._verified or self._last is None:
+        """Before the first checkpoint: the state must load back as it is (what a resume
+        does, once; no copy of the live model, no learning)."""
+        if self._checked:
             return
-        X, y = self._last
+        data = encode(self.estimator)
         try:
-            codec.verify(self.estimator, learn=lambda m: self._learn_into(m, X, y),
-                         predict=lambda m: self._predict_with(m, X))
-        except codec.UnsupportedState as exc:
+            found = _difference(data, encode(decode(data, self._fresh())))
+            problem = None if found is None else f"the restored model differs at {found}"
+        except UnsupportedState as exc:
+            problem = str(exc)
+        if problem is not None:
             raise ConsumerError(
-                f"{self.name}: cannot checkpoint {type(self.estimator).__name__} as plain data ({exc}); "
-                "give PartialFit(..., checkpoint=False) to learn without durable state") from None
-        self._verified = True
+                f"{self.name}: cannot checkpoint {type(self.estimator).__name__} as plain data ({problem}); "
+                "give PartialFit(..., checkpoint=False) to learn without durable state")
+        self._checked = True
 
     def _model_state(self) -> dict:
         return {
-            "estimator": codec.encode(self.estimator),
+            "estimator": encode(self.estimator),
             "classes": self.classes,
             "error": None if self.error_ is None else self.error_.state(),
         }
 
     def _load_model_state(self, state: dict) -> None:
         try:
-            self.estimator = codec.restore(state["estimator"], self.estimator)
-        except codec.UnsupportedState as exc:
-            raise codec.UnsupportedState(
+            self.estimator = decode(state["estimator"], self._fresh())
+        except UnsupportedState as exc:
+            raise UnsupportedState(
                 f"{self.name}: refused to load the saved {type(self.estimator).__name__} state: {exc}") from None
         self.error_ = self._new_error()
         if self.error_ is not None and state.get("error"):
@@ -294,3 +292,29 @@ class PartialFit(Learner):
 
     def __repr__(self) -> str:
         return f"PartialFit({self.estimator!r}, features={self.features!r}, n_seen_={self.n_seen_})"
+
+
+def _difference(a: Any, b: Any, path: str = "") -> str | None:
+    """Where two encodings first differ (a readable path), or None when they are equal."""
+    if type(a) is not type(b):
+        return path or "the top"
+    if isinstance(a, dict):
+        if a.get(TAG) == "obj" and a.get("skipped") != b.get("skipped"):
+            lost = sorted(set(a.get("skipped") or ()) - set(b.get("skipped") or ()))
+            return f"{path or a.get('cls')}: {', '.join(lost) or 'skipped attributes'} (not data, not restored)"
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                return f"{path}.{key}"
+            found = _difference(a[key], b[key], f"{path}.{key}" if key not in ("attrs", TAG) else path)
+            if found is not None:
+                return found
+        return None
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path} (length)"
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = _difference(x, y, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    return None if a == b else path

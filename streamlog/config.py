@@ -111,17 +111,23 @@ def mask_url(url: str) -> str:
     return _URL_IN_TEXT.sub(lambda match: _mask_one(match.group()), url)
 
 
-def connect_timeout() -> float:
-    raw = os.environ.get("STREAMLOG_CONNECT_TIMEOUT")
+def _seconds(variable: str, default: float, allow_zero: bool) -> float:
+    """A duration in seconds from the environment variable ``variable``, else ``default``."""
+    raw = os.environ.get(variable)
     if not raw:
-        return DEFAULT_CONNECT_TIMEOUT
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise BadURLError(f"STREAMLOG_CONNECT_TIMEOUT={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise BadURLError("STREAMLOG_CONNECT_TIMEOUT must be positive")
+        raise BadURLError(f"{variable}={raw!r} is not a number of seconds") from None
+    if value < 0 or (value == 0 and not allow_zero) or value != value or value == float("inf"):
+        raise BadURLError(f"{variable} must be a {'non-negative' if allow_zero else 'positive'} number of seconds")
     return value
+
+
+def connect_timeout() -> float:
+    """How long to wait for an unreachable MongoDB server when connecting."""
+    return _seconds("STREAMLOG_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, allow_zero=False)
 
 
 @dataclass(frozen=True)
@@ -179,13 +185,4 @@ DEFAULT_RETRY_TIMEOUT = 60.0
 
 def retry_timeout() -> float:
     """How long transient database errors are retried before :class:`UnreachableError`."""
-    raw = os.environ.get("STREAMLOG_RETRY_TIMEOUT")
-    if not raw:
-        return DEFAULT_RETRY_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadURLError(f"STREAMLOG_RETRY_TIMEOUT={raw!r} is not a number of seconds") from None
-    if value < 0:
-        raise BadURLError("STREAMLOG_RETRY_TIMEOUT must not be negative")
-    return value
+    return _seconds("STREAMLOG_RETRY_TIMEOUT", DEFAULT_RETRY_TIMEOUT, allow_zero=True)

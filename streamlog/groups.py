@@ -21,15 +21,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from .stream import Stream
 
 
-def start_offset(stream: "Stream", start: str | int) -> int:
+def start_offset(stream: "Stream", start: str | int, what: str = "start") -> int:
+    """A group position as an offset: ``"earliest"`` (0), ``"latest"`` (after the newest
+    item) or an offset from 0 to 2**63-1."""
     if start == "earliest":
         return 0
     if start == "latest":
         last = stream.store.last_offset(stream.name)
         return 0 if last is None else last + 1
-    if isinstance(start, int) and not isinstance(start, bool) and start >= 0:
+    if isinstance(start, int) and not isinstance(start, bool) and 0 <= start < 2**63:
         return start
-    raise ConsumerError(f"start must be 'earliest', 'latest' or an offset >= 0, not {start!r}")
+    raise ConsumerError(f"{what} must be 'earliest', 'latest' or an offset >= 0, not {start!r}")
 
 
 def find_group(stream: "Stream", name: str) -> Group | None:
@@ -133,18 +135,6 @@ def unprocessed(stream: "Stream", group_name: str, limit: int | None) -> Batch:
 
 
 
-def target_offset(stream: "Stream", to: str | int) -> int:
-    """``to`` of :meth:`ConsumerGroup.reset` as an offset."""
-    if to == "earliest":
-        return 0
-    if to == "latest":
-        last = stream.store.last_offset(stream.name)
-        return 0 if last is None else last + 1
-    if isinstance(to, int) and not isinstance(to, bool) and 0 <= to < 2**63:
-        return to
-    raise ConsumerError(f"to must be 'earliest', 'latest' or an offset >= 0, not {to!r}")
-
-
 @dataclass
 class ConsumerGroup:
     """A consumer group of a stream, as an operator handles it.
@@ -188,7 +178,7 @@ class ConsumerGroup:
         or skipped other than what the reset asked for.
         """
         group = self._record()
-        offset = target_offset(self.stream, to)
+        offset = start_offset(self.stream, to, "to")
         _append_marker(self.stream, group, RESET, offset - 1)
         return offset
 

@@ -11,6 +11,9 @@ consumers, manage consumer groups and dead letters.
     streamlog drop sensors --yes
     streamlog group ls sensors                    # consumer groups; group reset / group delete
     streamlog redrive sensors --group kmeans      # dead letters back onto the stream
+    streamlog bridge mqtt://broker/sensors/+ --stream sensors   # MQTT in (also mongodb-collection://)
+    streamlog listen tcp://127.0.0.1:9000 --stream lines        # JSON lines over TCP in
+    streamlog publish sensors tcp://127.0.0.1:9001              # … and out
 
 Global options ``--url`` (default: ``$STREAMLOG_URL``, then the embedded file database),
 ``--format table|json|csv`` and ``-v`` go before the command or after it.
@@ -19,7 +22,8 @@ Modules: :mod:`.app` (the typer app, global options, errors → one line and an 
 code), :mod:`.common` (settings, clients, checks, confirmation), :mod:`.output`
 (tables, JSON, CSV), and one module per command group: :mod:`.inspect` (``ls``,
 ``info``, ``tail``), :mod:`.append`, :mod:`.run`, :mod:`.maintain` (``trim``, ``drop``),
-:mod:`.groups` (``group …``), :mod:`.redrive`. The commands do no domain work of their
+:mod:`.groups` (``group …``), :mod:`.redrive`, :mod:`.bridges` (``bridge``, ``listen``,
+``publish``). The commands do no domain work of their
 own: everything comes from the public API (``streamlog.Client``, ``Stream``, group
 handles).
 
@@ -30,7 +34,7 @@ only by the commands that need them.
 from __future__ import annotations
 
 # Importing the command modules registers their commands, in this order (of the help).
-from . import inspect, append, run, maintain, redrive, groups  # noqa: F401,I001
+from . import inspect, append, run, maintain, redrive, groups, bridges  # noqa: F401,I001
 from .app import app, main
 from .maintain import parse_duration
 

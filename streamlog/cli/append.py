@@ -22,12 +22,10 @@ from __future__ import annotations
 import enum
 import os
 import queue
-import re
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Annotated, Any, Iterator, Optional
 
 import typer
@@ -38,19 +36,17 @@ from streamlog.names import check_name, dead_letter_stream
 from . import common
 from .app import app
 from .common import PROG, UrlOption, UsageError, VerboseOption, examples, global_settings, int64
+from streamlog.lines import Line, csv_rows, json_lines, parse_json
+
 from .output import offsets, plural
 
 BATCH_WHOLE = 10_000  # items per extend() when the input is read whole
 BATCH_FOLLOW = 1_000  # lines per batch when following
 FLUSH_MS = 200  # ms after the first waiting line when following
 SPOOL_IN_MEMORY = 64 * 1024 * 1024  # bytes of checked input kept in memory before spilling to disk
-DEAD_TEXT_LIMIT = 65_536  # characters of a bad line kept in its dead letter
 QUEUE_LIMIT = 100_000  # parsed lines read ahead of the appends when following
 
-_LONG_NUMBER = re.compile(rb"\d{20}")
-_INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
-_FLOAT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
-_BOM = b"\xef\xbb\xbf"
+
 
 
 class InputFormat(str, enum.Enum):
@@ -61,153 +57,6 @@ class InputFormat(str, enum.Enum):
 class OnError(str, enum.Enum):
     stop = "stop"
     dead_letter = "dead-letter"
-
-
-# ---------------------------------------------------------------------------
-# parsing and checking
-
-
-def _no_constants(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_json(raw: bytes | str, where: str, nested_arrays: bool = True) -> dict:
-    """Parse and check one item as the target store will (``nested_arrays``: whether it
-    can hold a list inside a list); raises :class:`BadItemError` saying ``where`` it is."""
-    import orjson
-
-    raw = raw.encode() if isinstance(raw, str) else raw
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadItemError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if _LONG_NUMBER.search(raw):
-        # orjson turns integers beyond 64 bits into floats, silently; the standard parser
-        # keeps them exact, so that normalize() rejects them as Stream.append would.
-        import json
-
-        value = json.loads(raw, parse_constant=_no_constants)
-    return check_item(value, where, nested_arrays)
-
-
-def check_item(value: Any, where: str, nested_arrays: bool = True) -> dict:
-    from streamlog.items import encode_many, normalize
-
-    try:
-        item = normalize(value, nested_arrays)
-        encode_many([item])  # the size limit, checked here so that a bad line appends nothing
-    except BadItemError as exc:
-        raise BadItemError(f"{where}: {str(exc).removeprefix('item 0: ')}") from None
-    return item
-
-
-def csv_value(text: str) -> Any:
-    """A CSV cell as an item value: empty → None; an integer (no leading zeros, within 64
-    bits) → int; a decimal or exponent number → float; anything else the text itself."""
-    if text == "":
-        return None
-    stripped = text.strip()
-    if _INT.match(stripped):
-        number = int(stripped)
-        return number if -2**63 <= number < 2**63 else text
-    if _FLOAT.match(stripped):
-        value = float(stripped)
-        return value if value not in (float("inf"), float("-inf")) else text
-    return text
-
-
-@dataclass
-class Line:
-    """One input record: its (first) line number and text, and the checked item or why not."""
-
-    number: int
-    raw: bytes
-    item: Optional[dict] = None
-    why: Optional[str] = None
-
-    def error(self) -> BadItemError:
-        return BadItemError(f"line {self.number}: {self.why}")
-
-    def dead_letter(self) -> dict:
-        text = self.raw.decode("utf-8", "replace")
-        letter: dict[str, Any] = {"line": self.number, "text": text[:DEAD_TEXT_LIMIT], "error": self.why}
-        if len(text) > DEAD_TEXT_LIMIT:
-            letter["truncated"] = True
-        return letter
-
-
-def json_lines(source, nested_arrays: bool) -> Iterator[Line]:
-    """JSON lines: one object per line, blank lines skipped."""
-    for number, raw in enumerate(source, 1):
-        if number == 1 and raw.startswith(_BOM):
-            raw = raw[3:]
-        raw = raw.strip()
-        if not raw:
-            continue
-        where = f"line {number}"
-        try:
-            yield Line(number, raw, parse_json(raw, where, nested_arrays))
-        except BadItemError as exc:
-            yield Line(number, raw, why=str(exc).removeprefix(where + ": "))
-
-
-def csv_rows(source, nested_arrays: bool) -> Iterator[Line]:
-    """CSV with a header row: one item per row, the header's names as keys (values as
-    :func:`csv_value`). Blank rows are skipped; a quoted value may span lines (the item's
-    line number is its first). A bad header stops the input whatever ``--on-error`` says."""
-    import csv
-
-    from streamlog.items import MAX_ITEM_BYTES
-
-    csv.field_size_limit(2 * MAX_ITEM_BYTES)
-    consumed: list[bytes] = []
-
-    def lines() -> Iterator[str]:
-        for number, raw in enumerate(source, 1):
-            if number == 1 and raw.startswith(_BOM):
-                raw = raw[3:]
-            consumed.append(raw)
-            yield raw.decode("utf-8", "surrogateescape")
-
-    reader = csv.reader(lines(), strict=True)
-    header: list[str] | None = None
-    while True:
-        number = reader.line_num + 1
-        consumed.clear()
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield Line(number, b"".join(consumed).rstrip(b"\r\n"), why=f"not valid CSV ({exc})")
-            continue
-        raw = b"".join(consumed).rstrip(b"\r\n")
-        if not any(cell.strip() for cell in row):
-            continue
-        if any("\udc80" <= ch <= "\udcff" for cell in row for ch in cell):
-            why = "not valid UTF-8"
-            if header is None:
-                raise BadItemError(f"line {number}: CSV header: {why}")
-            yield Line(number, raw, why=why)
-            continue
-        if header is None:
-            names = [cell.strip() for cell in row]
-            twice = sorted({n for n in names if names.count(n) > 1})
-            if twice:
-                raise BadItemError(f"line {number}: CSV header: {', '.join(map(repr, twice))} appear(s) twice")
-            check_item({n: None for n in names}, f"line {number}: CSV header")
-            header = names
-            continue
-        if len(row) != len(header):
-            yield Line(number, raw, why=f"{plural(len(row), 'field')}, the header has {len(header)}")
-            continue
-        where = f"line {number}"
-        try:
-            item = check_item({k: csv_value(v) for k, v in zip(header, row)}, where, nested_arrays)
-        except BadItemError as exc:
-            yield Line(number, raw, why=str(exc).removeprefix(where + ": "))
-            continue
-        yield Line(number, raw, item)
 
 
 def parsed_lines(source, fmt: InputFormat, nested_arrays: bool) -> Iterator[Line]:

@@ -64,14 +64,7 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def dumps(value: Any, indent: bool = False) -> str:
-    """Compact JSON (datetimes as ISO-8601 strings, as :func:`streamlog.items.to_jsonable`)."""
-    import orjson
-
-    from streamlog.items import to_jsonable
-
-    option = orjson.OPT_INDENT_2 if indent else 0
-    return orjson.dumps(to_jsonable(value), option=option | orjson.OPT_NON_STR_KEYS).decode()
+from streamlog.lines import dumps  # noqa: E402,F401  (JSON text, shared with the TCP publisher)
 
 
 def _is_tty(out: TextIO) -> bool:

@@ -36,6 +36,23 @@ def _emitter(size, interval, relaxed, emitter, timeout, grace, max_size) -> Emit
     return CountWindow(1 if size is None else size, timeout=timeout)
 
 
+def _is_url_sink(sink: str) -> bool:
+    return isinstance(sink, str) and "://" in sink
+
+
+def _url_sink(sink: str):
+    """A sink given as a URL: ``mqtt://host/topic/{field}`` publishes each returned record
+    with QoS 1, and the window is committed only after the broker acknowledged them all."""
+    scheme = sink.split("://", 1)[0].lower()
+    if scheme in ("mqtt", "mqtts"):
+        from ..bridges.mqtt import MQTTSink
+
+        return MQTTSink(sink)
+    from ..config import mask_url
+
+    raise ConsumerError(f"sink={mask_url(sink)!r}: a sink is a stream name or mqtt://host/topic")
+
+
 class StreamingFunction:
     """A configured consumer, not yet running (the omega|ml "lazy" stream).
 
@@ -54,7 +71,7 @@ class StreamingFunction:
                  retry_delay: float = 0.5, retry_max_delay: float = 30.0):
         check_name(name)
         check_name(group, "group")
-        if sink is not None:
+        if sink is not None and not _is_url_sink(sink):
             check_name(sink, "sink stream")
         if not isinstance(lease, (int, float)) or lease <= 0:
             raise ConsumerError(f"lease must be a positive number of seconds, not {lease!r}")
@@ -70,7 +87,7 @@ class StreamingFunction:
         self.emitter = _emitter(size, interval, relaxed, emitter, timeout, grace, max_size)
         self.client = connect(url)
         self.stream = self.client.stream(name)
-        self.sink = self.client.stream(sink) if sink is not None else None
+        self.sink = None if sink is None else _url_sink(sink) if _is_url_sink(sink) else self.client.stream(sink)
         self.options = dict(group=group, start=start, blocking=blocking, lease=lease,
                             max_retries=max_retries, max_windows=max_windows, time_field=time_field, poll=poll,
                             retry_delay=retry_delay, retry_max_delay=retry_max_delay)
@@ -107,7 +124,8 @@ def streaming(name: str, size: int | None = None, interval: float | None = None,
 
     Options: ``group`` (consumer group, default ``"default"``), ``start``
     (``"earliest"``/``"latest"``/offset, for a new group), ``sink`` (stream that receives
-    the function's non-None return values), ``blocking`` (False: process what is ready,
+    the function's non-None return values, or ``mqtt://host/topic/{field}`` to publish
+    them, committing only after the broker acknowledged), ``blocking`` (False: process what is ready,
     then return — for cron), ``max_windows``, ``lease`` (seconds, default 30),
     ``max_retries`` (default 3), ``retry_delay`` / ``retry_max_delay`` (seconds: a failed
     window is retried after ``retry_delay · 2^(attempt-1)``, capped, with jitter; default

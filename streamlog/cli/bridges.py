@@ -1,0 +1,174 @@
+"""``streamlog bridge``, ``streamlog listen`` and ``streamlog publish``: data in and out of
+streams over MQTT, TCP line sockets and existing MongoDB collections.
+
+Each command runs one bridge of :mod:`streamlog.bridges` in the foreground, prints a
+one-line status on stderr every few seconds, and stops on Ctrl-C or SIGTERM after
+everything it received and acknowledged is in the log (exit code 0).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from streamlog.config import mask_url
+from streamlog.errors import BadURLError
+from streamlog.names import check_name
+
+from . import common
+from .app import app
+from .common import UrlOption, VerboseOption, duration, examples, global_settings
+
+StreamOption = Annotated[str, typer.Option(
+    "--stream", "-s", metavar="NAME", show_default=False, help="The stream to append to.")]
+StatusOption = Annotated[float, typer.Option(
+    "--status-every", min=0, callback=duration, metavar="SECONDS",
+    help="Seconds between status lines on stderr (0: none).")]
+BatchOption = Annotated[int, typer.Option(
+    "--batch", min=1, max=100_000, metavar="N", help="Append at most N items per round trip.")]
+FlushOption = Annotated[int, typer.Option(
+    "--flush-ms", min=1, max=3_600_000, metavar="MS", help="Append what was received at least this often.")]
+TokenOption = Annotated[Optional[str], typer.Option(
+    "--token", metavar="TOKEN", show_default=False, envvar="STREAMLOG_TOKEN",
+    help="Needed to listen on anything but loopback: clients send 'AUTH TOKEN' first.")]
+AllowOption = Annotated[Optional[list[str]], typer.Option(
+    "--allow", metavar="CIDR", show_default=False,
+    help="Client addresses allowed to connect (repeatable), instead of a token.")]
+
+
+def _status_every(value: float) -> float | None:
+    return value or None
+
+
+@app.command("bridge", epilog=examples(
+    "streamlog bridge 'mqtt://broker:1883/sensors/+/reading' --stream readings",
+    "streamlog bridge mqtt://user:pass@broker/plant/# --stream plant --id-field id",
+    "streamlog bridge mongodb-collection://db-host/shop/orders --stream orders",
+    note="MQTT: QoS 1, a persistent session, each message acknowledged only once it is in "
+         "the log. Collections: change streams where the server has them, polling by _id "
+         "otherwise; a restarted bridge resumes after the last document it appended.",
+))
+def bridge_command(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(
+        metavar="SOURCE", show_default=False,
+        help="mqtt://[user:pass@]host[:port]/TOPIC or mongodb-collection://host/DB/COLLECTION")],
+    stream: StreamOption,
+    qos: Annotated[int, typer.Option("--qos", min=0, max=2, help="MQTT subscription QoS.")] = 1,
+    id_field: Annotated[Optional[str], typer.Option(
+        "--id-field", metavar="FIELD", show_default=False,
+        help="MQTT: a field of the JSON payload that identifies a message; a message redelivered "
+             "by the broker is then stored at most once.")] = None,
+    client_id: Annotated[Optional[str], typer.Option(
+        "--client-id", metavar="ID", show_default=False,
+        help="MQTT client id of the persistent session (default: derived from stream and topic).")] = None,
+    poll: Annotated[float, typer.Option(
+        "--poll", min=0.01, callback=duration, metavar="SECONDS",
+        help="Collections without change streams: seconds between polls.")] = 0.5,
+    batch: BatchOption = 1000,
+    flush_ms: FlushOption = 200,
+    status_every: StatusOption = 5.0,
+    url: UrlOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Append what an MQTT broker or a MongoDB collection delivers to a stream, until stopped."""
+    settings = global_settings(ctx, url, None, verbose)
+    check_name(stream)
+    target = common.client(settings).stream(stream)
+    scheme = source.split("://", 1)[0].lower() if "://" in source else ""
+    if scheme in ("mqtt", "mqtts"):
+        from streamlog.bridges.mqtt import MQTTSource
+
+        runner = MQTTSource(source, target, qos=qos, batch=batch, flush_ms=flush_ms, client_id=client_id,
+                            id_field=id_field, status_every=_status_every(status_every))
+    elif scheme in ("mongodb-collection", "mongodb-collection+srv"):
+        from streamlog.bridges.collection import CollectionSource
+
+        runner = CollectionSource(source, target, batch=batch, poll=poll, status_every=_status_every(status_every))
+    else:
+        raise BadURLError(f"{mask_url(source)}: a bridge source is mqtt://host/TOPIC or "
+                          "mongodb-collection://host/DB/COLLECTION")
+    typer.echo(f"bridging {mask_url(source)} into {stream}; Ctrl-C or SIGTERM stops", err=True)
+    done = runner.run()
+    typer.echo(f"{done['stored']} items appended to {stream} ({done['received']} received, "
+               f"{done['errors']} errors)")
+
+
+@app.command("listen", epilog=examples(
+    "streamlog listen tcp://127.0.0.1:9000 --stream lines",
+    "legacy-program | nc 127.0.0.1 9000          # newline-delimited JSON in",
+    "streamlog listen tcp://0.0.0.0:9000 --stream lines --token s3cret   # other hosts: a token",
+    note="A bad line is answered on its socket ('error line N: …') and skipped, or with "
+         "--on-error dead-letter written to NAME.dead. Readers wait while the log catches up "
+         "(back-pressure), so a fast client cannot fill memory.",
+))
+def listen_command(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Argument(metavar="tcp://HOST:PORT", show_default=False)],
+    stream: StreamOption,
+    input_format: Annotated[str, typer.Option(
+        "--input", metavar="json|csv", help="Line format: JSON objects, or CSV with a header row.")] = "json",
+    on_error: Annotated[str, typer.Option(
+        "--on-error", metavar="skip|dead-letter", help="What happens to a bad line.")] = "skip",
+    token: TokenOption = None,
+    allow: AllowOption = None,
+    batch: BatchOption = 1000,
+    flush_ms: FlushOption = 200,
+    status_every: StatusOption = 5.0,
+    url: UrlOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Accept TCP clients that send newline-delimited JSON (or CSV) and append the lines."""
+    from streamlog.bridges.tcp import TCPListener
+
+    settings = global_settings(ctx, url, None, verbose)
+    check_name(stream)
+    if input_format not in ("json", "csv"):
+        raise typer.BadParameter("use json or csv", ctx, param_hint="'--input'")
+    if on_error not in ("skip", "dead-letter"):
+        raise typer.BadParameter("use skip or dead-letter", ctx, param_hint="'--on-error'")
+    target = common.client(settings).stream(stream)
+    runner = TCPListener(address, target, format=input_format, batch=batch, flush_ms=flush_ms,
+                         on_error=on_error, token=token, allow=allow, status_every=_status_every(status_every))
+    typer.echo(f"listening on {address} for {stream}; Ctrl-C or SIGTERM stops", err=True)
+    done = runner.run()
+    typer.echo(f"{done['stored']} items appended to {stream} ({done['received']} lines, "
+               f"{done['errors']} errors)")
+
+
+@app.command("publish", epilog=examples(
+    "streamlog publish sensors tcp://127.0.0.1:9001             # new items to every client",
+    "streamlog publish sensors tcp://127.0.0.1:9001 --start earliest",
+    "nc 127.0.0.1 9001 | jq .data                               # JSON lines out",
+))
+def publish_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", show_default=False)],
+    address: Annotated[str, typer.Argument(metavar="tcp://HOST:PORT", show_default=False)],
+    start: Annotated[str, typer.Option(
+        "--start", metavar="latest|earliest|OFFSET",
+        help="Where a connecting client starts: new items only, the whole history, or an offset.")] = "latest",
+    token: TokenOption = None,
+    allow: AllowOption = None,
+    status_every: StatusOption = 5.0,
+    url: UrlOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Serve a stream's items on a TCP port as JSON lines (what 'tail -f --json' prints)."""
+    from streamlog.bridges.tcp import TCPPublisher
+
+    settings = global_settings(ctx, url, None, verbose)
+    where: str | int = start
+    if start not in ("latest", "earliest"):
+        try:
+            where = int(start)
+        except ValueError:
+            raise typer.BadParameter("use latest, earliest or an offset", ctx, param_hint="'--start'") from None
+        common.int64(where)
+    stream = common.existing_client(ctx, settings.url).get(name)
+    runner = TCPPublisher(stream, address, start=where, token=token, allow=allow,
+                          status_every=_status_every(status_every))
+    typer.echo(f"publishing {name} on {address}; Ctrl-C or SIGTERM stops", err=True)
+    done = runner.run()
+    typer.echo(f"{done['sent']} items sent")

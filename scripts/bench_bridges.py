@@ -11,6 +11,7 @@ the MQTT part: N (messages, default 20000), ONLY (live,latency,drain).
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -63,7 +64,7 @@ def bench_mqtt() -> None:
     print(time.time(), first, flush=True); src.stop(); th.join()
     """
     def bridge(topic, stream):
-        p = subprocess.Popen([sys.executable, "-c", BRIDGE, f"mqtt://127.0.0.1:{PORT}/{topic}", stream, DB],
+        p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(BRIDGE), f"mqtt://127.0.0.1:{PORT}/{topic}", stream, DB],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                              env=dict(os.environ, PYTHONPATH=ROOT))
         assert p.stdout.readline().strip() == "ready"; return p

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..client import connect
+from ..stream import Stream
 from ..emitters import CountWindow, Emitter, FixedTimeWindow, RelaxedTimeWindow
 from ..errors import ConsumerError
 from ..names import check_name
@@ -99,7 +100,11 @@ class StreamingFunction:
         self.consumer = Consumer(self.stream, fn, self.emitter, sink=self.sink, **self.options)
         if self._stopped:
             self.consumer.stop()
-        return self.consumer.run()
+        try:
+            return self.consumer.run()
+        finally:
+            if self.sink is not None and not isinstance(self.sink, Stream):  # a URL sink: disconnect
+                self.sink.close()
 
     __call__ = apply
 

@@ -129,3 +129,15 @@ def sqlite_url(tmp_path):
     value = f"sqlite:///{tmp_path}/streamlog.db"
     yield value
     _forget_client(value)
+
+
+@pytest.fixture
+def own_ferretdb(tmp_path):
+    """A FerretDB of the test's own (free port, private state dir) that it may stop and
+    restart (``tests/faultlib.FerretServer``); stopped when the test ends."""
+    from faultlib import FerretServer, ferretdb_or_skip
+
+    server = FerretServer(ferretdb_or_skip(), tmp_path / "ferretdb")
+    server.start()
+    yield server
+    server.close()

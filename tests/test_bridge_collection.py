@@ -288,16 +288,6 @@ def test_change_streams_fall_back_to_polling_on_ferretdb(source, sqlite_url, cap
     off.stop()
 
 
-@pytest.fixture
-def own_ferretdb(tmp_path):
-    from faultlib import FerretServer, ferretdb_or_skip
-
-    server = FerretServer(ferretdb_or_skip(), tmp_path / "ferretdb")
-    server.start()
-    yield server
-    server.close()
-
-
 def test_source_server_restart(own_ferretdb, sqlite_url, monkeypatch):
     monkeypatch.setenv("STREAMLOG_RETRY_TIMEOUT", "20")
     monkeypatch.setenv("STREAMLOG_CONNECT_TIMEOUT", "0.5")  # server selection gives up (and retries) sooner

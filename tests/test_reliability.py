@@ -272,16 +272,6 @@ def test_an_insert_applied_before_the_connection_dropped_is_not_stored_twice(mon
         client.close()
 
 
-@pytest.fixture
-def own_ferretdb(tmp_path):
-    from faultlib import FerretServer, ferretdb_or_skip
-
-    server = FerretServer(ferretdb_or_skip(), tmp_path / "ferretdb")
-    server.start()
-    yield server
-    server.close()
-
-
 def test_a_producer_and_a_consumer_ride_through_a_server_restart(own_ferretdb, monkeypatch):
     monkeypatch.setenv("STREAMLOG_RETRY_TIMEOUT", "30")
     url = f"{own_ferretdb.base}/outage"

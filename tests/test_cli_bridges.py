@@ -58,7 +58,7 @@ def test_listen_appends_lines_from_a_tcp_client_and_stops_on_sigterm(url):
     finally:
         code, out, err = _stop(proc)
     assert code == 0, err
-    assert "2 items appended to lines (3 lines, 1 errors)" in out
+    assert "2 items appended to lines (3 lines, 1 error)" in out
     assert [r["data"] for r in streamlog.connect(url).get("lines").read()] == [{"n": 1}, {"n": 2}]
 
 

@@ -19,6 +19,7 @@ from streamlog.names import check_name
 from . import common
 from .app import app
 from .common import UrlOption, VerboseOption, duration, examples, global_settings
+from .output import plural
 
 StreamOption = Annotated[str, typer.Option(
     "--stream", "-s", metavar="NAME", show_default=False, help="The stream to append to.")]
@@ -91,8 +92,8 @@ def bridge_command(
                           "mongodb-collection://host/DB/COLLECTION")
     typer.echo(f"bridging {mask_url(source)} into {stream}; Ctrl-C or SIGTERM stops", err=True)
     done = runner.run()
-    typer.echo(f"{done['stored']} items appended to {stream} ({done['received']} received, "
-               f"{done['errors']} errors)")
+    typer.echo(f"{plural(done['stored'], 'item')} appended to {stream} ({done['received']} received, "
+               f"{plural(done['errors'], 'error')})")
 
 
 @app.command("listen", epilog=examples(
@@ -133,8 +134,8 @@ def listen_command(
                          on_error=on_error, token=token, allow=allow, status_every=_status_every(status_every))
     typer.echo(f"listening on {address} for {stream}; Ctrl-C or SIGTERM stops", err=True)
     done = runner.run()
-    typer.echo(f"{done['stored']} items appended to {stream} ({done['received']} lines, "
-               f"{done['errors']} errors)")
+    typer.echo(f"{plural(done['stored'], 'item')} appended to {stream} ({plural(done['received'], 'line')}, "
+               f"{plural(done['errors'], 'error')})")
 
 
 @app.command("publish", epilog=examples(
@@ -171,4 +172,4 @@ def publish_command(
                           status_every=_status_every(status_every))
     typer.echo(f"publishing {name} on {address}; Ctrl-C or SIGTERM stops", err=True)
     done = runner.run()
-    typer.echo(f"{done['sent']} items sent")
+    typer.echo(f"{plural(done['sent'], 'item')} sent")

@@ -45,6 +45,7 @@ BATCH_FOLLOW = 1_000  # lines per batch when following
 FLUSH_MS = 200  # ms after the first waiting line when following
 SPOOL_IN_MEMORY = 64 * 1024 * 1024  # bytes of checked input kept in memory before spilling to disk
 QUEUE_LIMIT = 100_000  # parsed lines read ahead of the appends when following
+STOP_CHECK = 0.1  # seconds between checks for Ctrl-C / SIGTERM while waiting for input
 
 
 
@@ -207,10 +208,6 @@ def _read_ahead(lines: Iterator[Line], into: "queue.Queue") -> None:
     into.put(_EOF)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def append_following(client, name: str, lines: Iterator[Line], stop: bool, batch_size: int,
                      flush_ms: float) -> Tally:
     """Append batches as lines arrive, until end of input (or Ctrl-C / SIGTERM, which
@@ -256,18 +253,23 @@ def append_following(client, name: str, lines: Iterator[Line], stop: bool, batch
             bad.append(entry)
         return True
 
-    previous = None
+    # Ctrl-C and SIGTERM only set a flag, checked between appends: an exception raised
+    # inside a database call could leave the driver half-way through a write.
+    stopping = threading.Event()
+    previous: dict = {}
     if sys.platform != "win32" and threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: stopping.set())
     try:
         deadline = None
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        while not stopping.is_set():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                entry = waiting.get(timeout=timeout)
+                entry = waiting.get(timeout=STOP_CHECK if left is None else min(left, STOP_CHECK))
             except queue.Empty:
-                flush()
-                deadline = None
+                if deadline is not None and time.monotonic() >= deadline:
+                    flush()
+                    deadline = None
                 continue
             if not take(entry):
                 break
@@ -276,14 +278,13 @@ def append_following(client, name: str, lines: Iterator[Line], stop: bool, batch
             if len(good) + len(bad) >= batch_size:
                 flush()
                 deadline = None
-        flush()
-    except KeyboardInterrupt:
-        try:  # what was read already is appended; the rest of the input is left unread
-            while take(waiting.get_nowait()):
-                if len(good) + len(bad) >= batch_size:
-                    flush()
-        except queue.Empty:
-            pass
+        if stopping.is_set():
+            try:  # what was read already is appended; the rest of the input is left unread
+                while take(waiting.get_nowait()):
+                    if len(good) + len(bad) >= batch_size:
+                        flush()
+            except queue.Empty:
+                pass
         flush()
     except BaseException as exc:
         if tally.items and not isinstance(exc, BadItemError):
@@ -291,8 +292,8 @@ def append_following(client, name: str, lines: Iterator[Line], stop: bool, batch
                        "before the failure", err=True)
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return tally
 
 

@@ -123,6 +123,15 @@ def _peer(writer: asyncio.StreamWriter) -> tuple[str, str]:
     return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
 
+def _as_stream(stream):
+    """A :class:`~streamlog.Stream`, or the name of one (got or created at the default URL)."""
+    if isinstance(stream, str):
+        import streamlog
+
+        return streamlog.stream(stream)
+    return stream
+
+
 class _TCPServer(Bridge):
     """What both bridges share: the address, access rules, the event loop, start/stop."""
 
@@ -399,11 +408,7 @@ class TCPListener(_TCPServer):
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < batch:
             raise StreamlogError(f"max_pending must be an integer of at least batch ({batch}), not {max_pending!r}")
         super().__init__(address, token=token, allow=allow, status_every=status_every)
-        if isinstance(stream, str):
-            import streamlog
-
-            stream = streamlog.stream(stream)
-        self.stream = stream
+        self.stream = _as_stream(stream)
         self.format = format
         self.batch = batch
         self.flush = flush_ms / 1000
@@ -760,11 +765,7 @@ class TCPPublisher(_TCPServer):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise StreamlogError(f"{what} must be a positive integer, not {value!r}")
         super().__init__(address, token=token, allow=allow, status_every=status_every)
-        if isinstance(stream, str):
-            import streamlog
-
-            stream = streamlog.stream(stream)
-        self.stream = stream
+        self.stream = _as_stream(stream)
         self.start_at = start
         self.poll = max(0.001, poll_ms / 1000)
         self.max_behind = max_behind

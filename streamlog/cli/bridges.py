@@ -23,8 +23,13 @@ from .output import plural
 
 StreamOption = Annotated[str, typer.Option(
     "--stream", "-s", metavar="NAME", show_default=False, help="The stream to append to.")]
+def _status_every(value: float) -> float | None:
+    """``--status-every``: a checked duration; 0 means no status lines (None)."""
+    return duration(value) or None
+
+
 StatusOption = Annotated[float, typer.Option(
-    "--status-every", min=0, callback=duration, metavar="SECONDS",
+    "--status-every", min=0, callback=_status_every, metavar="SECONDS",
     help="Seconds between status lines on stderr (0: none).")]
 BatchOption = Annotated[int, typer.Option(
     "--batch", min=1, max=100_000, metavar="N", help="Append at most N items per round trip.")]
@@ -38,8 +43,16 @@ AllowOption = Annotated[Optional[list[str]], typer.Option(
     help="Client addresses allowed to connect (repeatable), instead of a token.")]
 
 
-def _status_every(value: float) -> float | None:
-    return value or None
+def _target(settings, name: str):
+    """The stream a bridge appends to (created if need be)."""
+    check_name(name)
+    return common.client(settings).stream(name)
+
+
+def _serve(runner, started: str) -> dict:
+    """Run a bridge in the foreground until Ctrl-C or SIGTERM; its final counters."""
+    typer.echo(f"{started}; Ctrl-C or SIGTERM stops", err=True)
+    return runner.run()
 
 
 @app.command("bridge", epilog=examples(
@@ -75,23 +88,21 @@ def bridge_command(
 ) -> None:
     """Append what an MQTT broker or a MongoDB collection delivers to a stream, until stopped."""
     settings = global_settings(ctx, url, None, verbose)
-    check_name(stream)
-    target = common.client(settings).stream(stream)
+    target = _target(settings, stream)
     scheme = source.split("://", 1)[0].lower() if "://" in source else ""
     if scheme in ("mqtt", "mqtts"):
         from streamlog.bridges.mqtt import MQTTSource
 
         runner = MQTTSource(source, target, qos=qos, batch=batch, flush_ms=flush_ms, client_id=client_id,
-                            id_field=id_field, status_every=_status_every(status_every))
+                            id_field=id_field, status_every=status_every)
     elif scheme in ("mongodb-collection", "mongodb-collection+srv"):
         from streamlog.bridges.collection import CollectionSource
 
-        runner = CollectionSource(source, target, batch=batch, poll=poll, status_every=_status_every(status_every))
+        runner = CollectionSource(source, target, batch=batch, poll=poll, status_every=status_every)
     else:
         raise BadURLError(f"{mask_url(source)}: a bridge source is mqtt://host/TOPIC or "
                           "mongodb-collection://host/DB/COLLECTION")
-    typer.echo(f"bridging {mask_url(source)} into {stream}; Ctrl-C or SIGTERM stops", err=True)
-    done = runner.run()
+    done = _serve(runner, f"bridging {mask_url(source)} into {stream}")
     typer.echo(f"{plural(done['stored'], 'item')} appended to {stream} ({done['received']} received, "
                f"{plural(done['errors'], 'error')})")
 
@@ -124,16 +135,14 @@ def listen_command(
     from streamlog.bridges.tcp import TCPListener
 
     settings = global_settings(ctx, url, None, verbose)
-    check_name(stream)
     if input_format not in ("json", "csv"):
         raise typer.BadParameter("use json or csv", ctx, param_hint="'--input'")
     if on_error not in ("skip", "dead-letter"):
         raise typer.BadParameter("use skip or dead-letter", ctx, param_hint="'--on-error'")
-    target = common.client(settings).stream(stream)
+    target = _target(settings, stream)
     runner = TCPListener(address, target, format=input_format, batch=batch, flush_ms=flush_ms,
-                         on_error=on_error, token=token, allow=allow, status_every=_status_every(status_every))
-    typer.echo(f"listening on {address} for {stream}; Ctrl-C or SIGTERM stops", err=True)
-    done = runner.run()
+                         on_error=on_error, token=token, allow=allow, status_every=status_every)
+    done = _serve(runner, f"listening on {address} for {stream}")
     typer.echo(f"{plural(done['stored'], 'item')} appended to {stream} ({plural(done['received'], 'line')}, "
                f"{plural(done['errors'], 'error')})")
 
@@ -169,7 +178,6 @@ def publish_command(
         common.int64(where)
     stream = common.existing_client(ctx, settings.url).get(name)
     runner = TCPPublisher(stream, address, start=where, token=token, allow=allow,
-                          status_every=_status_every(status_every))
-    typer.echo(f"publishing {name} on {address}; Ctrl-C or SIGTERM stops", err=True)
-    done = runner.run()
+                          status_every=status_every)
+    done = _serve(runner, f"publishing {name} on {address}")
     typer.echo(f"{plural(done['sent'], 'item')} sent")

@@ -141,3 +141,17 @@ def own_ferretdb(tmp_path):
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def auth_ferretdb(tmp_path):
+    """A FerretDB of the test's own with authentication on (user ``admin``, password
+    ``right-pass``, database ``admin``); stopped when the test ends."""
+    from faultlib import FerretServer, ferretdb_or_skip
+
+    server = FerretServer(ferretdb_or_skip(), tmp_path / "auth")
+    server.extra_args = ["--test-enable-new-auth", "--setup-database=admin", "--setup-username=admin",
+                         "--setup-password=right-pass"]
+    server.start()
+    yield server
+    server.close()

@@ -513,24 +513,15 @@ def test_change_streams_catch_up_then_follow_and_resume_by_token(source, sqlite_
     assert [r["data"]["n"] for r in stream.read(0, None)] == list(range(13))
 
 
-def test_wrong_credentials_are_one_clear_error_without_the_password(tmp_path, sqlite_url):
+def test_wrong_credentials_are_one_clear_error_without_the_password(auth_ferretdb, sqlite_url):
     from urllib.parse import quote
 
-    from faultlib import FerretServer, ferretdb_or_skip
-
-    server = FerretServer(ferretdb_or_skip(), tmp_path / "auth")
-    server.extra_args = ["--test-enable-new-auth", "--setup-database=admin", "--setup-username=admin",
-                         "--setup-password=right-pass"]
-    server.start()
-    try:
-        secret = "wr0ng/p@ss"
-        url = (f"mongodb-collection://admin:{quote(secret, safe='')}@127.0.0.1:{server.port}/db/coll"
-               "?authSource=admin")
-        stream = streamlog.connect(sqlite_url).stream("auth")
-        with pytest.raises(streamlog.StreamlogError) as caught:
-            CollectionSource(url, stream, status_every=None).run()
-        message = str(caught.value)
-        assert "credentials" in message and "\n" not in message
-        assert secret not in message and quote(secret, safe="") not in message
-    finally:
-        server.close()
+    secret = "wr0ng/p@ss"
+    url = (f"mongodb-collection://admin:{quote(secret, safe='')}@127.0.0.1:{auth_ferretdb.port}/db/coll"
+           "?authSource=admin")
+    stream = streamlog.connect(sqlite_url).stream("auth")
+    with pytest.raises(streamlog.StreamlogError) as caught:
+        CollectionSource(url, stream, status_every=None).run()
+    message = str(caught.value)
+    assert "credentials" in message and "\n" not in message
+    assert secret not in message and quote(secret, safe="") not in message

@@ -318,22 +318,13 @@ def test_an_outage_longer_than_the_retry_timeout_is_one_clear_error(own_ferretdb
         client.close()
 
 
-def test_wrong_credentials_are_reported_as_such(tmp_path):
-    from faultlib import FerretServer, ferretdb_or_skip
+def test_wrong_credentials_are_reported_as_such(auth_ferretdb):
+    from urllib.parse import quote
 
-    server = FerretServer(ferretdb_or_skip(), tmp_path / "auth")
-    server.extra_args = ["--test-enable-new-auth", "--setup-database=admin", "--setup-username=admin",
-                         "--setup-password=right-pass"]
-    server.start()
-    try:
-        secret = "wr0ng/p@ss"
-        from urllib.parse import quote
-
-        url = f"mongodb://admin:{quote(secret, safe='')}@127.0.0.1:{server.port}/db?authSource=admin"
-        with pytest.raises(streamlog.UnreachableError) as caught:
-            streamlog.Client(url)
-        message = str(caught.value)
-        assert "credentials" in message and "is the server running" not in message
-        assert secret not in message and quote(secret, safe="") not in message
-    finally:
-        server.close()
+    secret = "wr0ng/p@ss"
+    url = f"mongodb://admin:{quote(secret, safe='')}@127.0.0.1:{auth_ferretdb.port}/db?authSource=admin"
+    with pytest.raises(streamlog.UnreachableError) as caught:
+        streamlog.Client(url)
+    message = str(caught.value)
+    assert "credentials" in message and "is the server running" not in message
+    assert secret not in message and quote(secret, safe="") not in message

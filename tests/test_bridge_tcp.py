@@ -16,7 +16,7 @@ import time
 import pytest
 
 import streamlog
-from helpers import run_python, wait_until
+from helpers import reaped, run_python, wait_until
 from streamlog.bridges import tcp
 from streamlog.bridges.tcp import TCPListener, TCPPublisher
 
@@ -268,8 +268,7 @@ def test_sigterm_appends_what_was_read_and_returns(sqlite_url):
         " daemon=True).start()\n"
         "print(listener.run()['stored'], flush=True)\n"
     )
-    proc = run_python(code, sqlite_url, stdout=subprocess.PIPE, text=True)
-    try:
+    with reaped(run_python(code, sqlite_url, stdout=subprocess.PIPE, text=True)) as proc:
         port = int(proc.stdout.readline())
         with clients(port) as (c,):
             # the reply to the bad line 21 shows lines 1-20 were read; they wait for a full batch
@@ -280,10 +279,6 @@ def test_sigterm_appends_what_was_read_and_returns(sqlite_url):
             assert c.line() is None
         assert proc.wait(10) == 0
         assert proc.stdout.read().strip() == "20"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert [x["i"] for x in data(streamlog.stream("lines", url=sqlite_url))] == list(range(20))
 
 

@@ -24,7 +24,7 @@ import streamlog
 from streamlog.cli import app, parse_duration
 from streamlog.items import now_ms
 
-from helpers import ROOT, run_python, wait_until
+from helpers import ROOT, reaped, run_python, wait_until
 
 runner = CliRunner()
 
@@ -296,8 +296,7 @@ def test_tail_group_shows_what_the_group_has_not_processed(url):
 def test_tail_follow_shows_items_from_another_process(url, sig):
     stream = streamlog.connect(url).stream("s")
     stream.extend([{"i": 0}, {"i": 1}])
-    proc = streamlog_process(["tail", "s", "-f", "-n", "1", "--json"], url)
-    try:
+    with reaped(streamlog_process(["tail", "s", "-f", "-n", "1", "--json"], url)) as proc:
         out = LineReader(proc.stdout)
         wait_until(lambda: out.lines, timeout=30, message="the initial tail")
         assert json.loads(out.lines[0])["offset"] == 1
@@ -310,18 +309,13 @@ def test_tail_follow_shows_items_from_another_process(url, sig):
         proc.send_signal(sig)
         assert proc.wait(15) == 0
         assert "Traceback" not in proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert stream.info()["pending"] == {"default": 4}  # following changed nothing
 
 
 def test_tail_follow_ends_when_the_stream_is_dropped_and_never_splices_a_new_one(url):
     stream = streamlog.connect(url).stream("s")
     stream.extend([{"old": 0}, {"old": 1}])
-    proc = streamlog_process(["tail", "s", "-f", "-n", "2", "--json"], url)
-    try:
+    with reaped(streamlog_process(["tail", "s", "-f", "-n", "2", "--json"], url)) as proc:
         out = LineReader(proc.stdout)
         wait_until(lambda: len(out.lines) >= 2, timeout=30, message="the initial tail")
         dropper = run_python("import streamlog; c = streamlog.connect(); c.get('s').drop(); "
@@ -330,10 +324,6 @@ def test_tail_follow_ends_when_the_stream_is_dropped_and_never_splices_a_new_one
         assert proc.wait(30) == 3
         assert "was dropped while following" in proc.stderr.read()
         assert [json.loads(line)["data"] for line in out.lines] == [{"old": 0}, {"old": 1}]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 # ---------------------------------------------------------------------------
@@ -420,8 +410,8 @@ def test_run_once_from_a_file_path_with_a_callable_instance(url, consumers, tmp_
 def test_run_blocking_stops_on_sigterm_after_committing_the_window(url, consumers):
     stream = streamlog.connect(url).stream("s")
     stream.extend([{"i": i} for i in range(10)])
-    proc = streamlog_process(["run", "consumers_mod:gated", "--stream", "s", "--size", "4"], url, cwd=consumers)
-    try:
+    command = ["run", "consumers_mod:gated", "--stream", "s", "--size", "4"]
+    with reaped(streamlog_process(command, url, cwd=consumers)) as proc:
         wait_until(lambda: (consumers / "started").exists() or proc.poll() is not None, timeout=30,
                    message="the consumer to start its first window")
         assert proc.poll() is None, proc.stderr.read()
@@ -433,10 +423,6 @@ def test_run_blocking_stops_on_sigterm_after_committing_the_window(url, consumer
         (consumers / "go").touch()
         assert proc.wait(30) == 0, proc.stderr.read()
         assert proc.stdout.read().strip().splitlines()[-1].startswith("1 window processed")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert windows_log(consumers) == [[0, 1, 2, 3]]
     state = stream.info()["groups"]["default"]
     assert state["pending"] == 6 and state["claimed"] == 0 and state["windows"] == 1

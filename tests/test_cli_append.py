@@ -16,7 +16,7 @@ import pytest
 import streamlog
 from streamlog.names import dead_letter_stream
 
-from helpers import wait_until
+from helpers import reaped, wait_until
 from test_cli import cli, fails, ok, subprocess_env
 
 
@@ -57,8 +57,7 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("flags", [["--follow"], []], ids=["--follow", "default-for-a-pipe"])
 def test_items_land_while_the_pipe_is_still_open(url, flags):
-    proc = appender(url, "s", *flags, "--flush-ms", "50")
-    try:
+    with reaped(appender(url, "s", *flags, "--flush-ms", "50")) as proc:
         send(proc, '{"i": 0}', '{"i": 1}', '{"i": 2}')
         wait_until(lambda: length(url, "s") == 3, timeout=30, message="the first lines, stdin open")
         assert proc.poll() is None
@@ -66,18 +65,13 @@ def test_items_land_while_the_pipe_is_still_open(url, flags):
         wait_until(lambda: length(url, "s") == 4, timeout=30, message="the next line, stdin open")
         proc.stdin.close()
         code, out, err = finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert code == 0, err
     assert out.strip() == "appended 4 items to s at offsets 0..3"
     assert data(url, "s") == [{"i": i} for i in range(4)]
 
 
 def test_a_full_batch_is_appended_without_waiting_for_the_timer(url):
-    proc = appender(url, "s", "--follow", "--batch", "2", "--flush-ms", "600000")
-    try:
+    with reaped(appender(url, "s", "--follow", "--batch", "2", "--flush-ms", "600000")) as proc:
         send(proc, '{"i": 0}', '{"i": 1}')
         wait_until(lambda: length(url, "s") == 2, timeout=30, message="a batch of 2 lines")
         send(proc, '{"i": 2}', '{"i": 3}', '{"i": 4}')
@@ -85,10 +79,6 @@ def test_a_full_batch_is_appended_without_waiting_for_the_timer(url):
         assert length(url, "s") == 4  # the fifth line waits: the timer is 10 minutes
         proc.stdin.close()  # end of input flushes it
         code, out, err = finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert code == 0, err
     assert data(url, "s") == [{"i": i} for i in range(5)]
     times = [r["timestamp"] for r in streamlog.connect(url).get("s").read()]
@@ -96,31 +86,21 @@ def test_a_full_batch_is_appended_without_waiting_for_the_timer(url):
 
 
 def test_csv_from_a_pipe_lands_row_by_row(url):
-    proc = appender(url, "s", "--format", "csv", "--flush-ms", "20")
-    try:
+    with reaped(appender(url, "s", "--format", "csv", "--flush-ms", "20")) as proc:
         send(proc, "x,name", "1,a")
         wait_until(lambda: length(url, "s") == 1, timeout=30, message="the first row, stdin open")
         send(proc, "2.5,b")
         wait_until(lambda: length(url, "s") == 2, timeout=30, message="the second row")
         proc.stdin.close()
         code, out, err = finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert code == 0, err
     assert data(url, "s") == [{"x": 1, "name": "a"}, {"x": 2.5, "name": "b"}]
 
 
 def test_a_bad_line_in_a_pipe_stops_after_the_good_lines_before_it(url):
-    proc = appender(url, "s", "--flush-ms", "600000")
-    try:
+    with reaped(appender(url, "s", "--flush-ms", "600000")) as proc:
         send(proc, '{"i": 0}', '{"i": 1}', "", '{"i": 2', '{"i": 3}')
         code, out, err = finish(proc)  # exits without stdin being closed
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert code == 5, err
     assert err.splitlines() == [
         "streamlog: note: appended 2 items from lines 1..2 to s at offsets 0..1; "
@@ -131,17 +111,12 @@ def test_a_bad_line_in_a_pipe_stops_after_the_good_lines_before_it(url):
 
 
 def test_sigterm_appends_what_was_read_and_exits_0(url):
-    proc = appender(url, "s", "--batch", "2", "--flush-ms", "600000")
-    try:
+    with reaped(appender(url, "s", "--batch", "2", "--flush-ms", "600000")) as proc:
         send(proc, '{"i": 0}', '{"i": 1}')
         wait_until(lambda: length(url, "s") == 2, timeout=30, message="the first batch (the process is up)")
         send(proc, '{"i": 2}')
         proc.send_signal(signal.SIGTERM)
         code, out, err = finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert code == 0, err
     assert "Traceback" not in err
     n = length(url, "s")  # the third line is appended if it was read before the signal

@@ -16,7 +16,7 @@ import pytest
 
 import streamlog
 
-from helpers import wait_until, run_python
+from helpers import reaped, run_python, wait_until
 from test_cli import LineReader, cli, fails, ok, records, streamlog_process, subprocess_env
 
 
@@ -182,8 +182,7 @@ def test_tail_from_argument_errors(url):
 def test_tail_from_then_follow(url):
     stream = streamlog.connect(url).stream("s")
     stream.extend([{"i": i} for i in range(5)])
-    proc = streamlog_process(["tail", "s", "--from", "3", "-f", "--json"], url)
-    try:
+    with reaped(streamlog_process(["tail", "s", "--from", "3", "-f", "--json"], url)) as proc:
         out = LineReader(proc.stdout)
         wait_until(lambda: len(out.lines) >= 2, timeout=30, message="the range")
         producer = run_python("import streamlog; streamlog.stream('s').extend([{'late': 1}])", url)
@@ -192,10 +191,6 @@ def test_tail_from_then_follow(url):
         assert [json.loads(line)["offset"] for line in out.lines] == [3, 4, 5]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.parametrize("command", [["ls"], ["info", "s"], ["tail", "s"], ["group", "ls", "s"]])

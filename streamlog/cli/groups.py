@@ -48,8 +48,9 @@ def _group(ctx: typer.Context, url: UrlOption = None, fmt: FormatOption = None,
     remember(ctx, url, fmt, verbose)
 
 
-def group_record(stream_name: str, handle) -> dict:
-    state = handle.info()
+def group_record(stream_name: str, handle, state: dict | None = None) -> dict:
+    """A group as ``group ls`` shows it (``state``: its ``info()``, when already known)."""
+    state = state or handle.info()
     return {"stream": stream_name, "group": handle.name, "start": handle.start,
             "pending": state["pending"], "claimed": state["claimed"], "failed": state["failed"],
             "dead": state["dead"], "next_offset": state["next_offset"], "windows": state["windows"],
@@ -71,7 +72,9 @@ def ls_command(ctx: typer.Context, name: NameArgument, url: UrlOption = None, fm
     settings = global_settings(ctx, url, fmt, verbose)
     out = output_format(settings, as_json)
     stream = common.existing_client(ctx, settings.url).get(name)
-    records = [group_record(name, handle) for handle in stream.groups()]
+    # One Stream.info() for every group: it counts the dead letters once, not once per group.
+    states = stream.info()["groups"]
+    records = [group_record(name, handle, states.get(handle.name)) for handle in stream.groups()]
     if out == Format.json:
         write_json_lines(records)
     elif out == Format.csv:

@@ -26,16 +26,19 @@ class Window:
       fixed-time windows claimed together after a quiet spell share their claim's
       ``seq``), ``attempt`` (1 on first
       delivery), ``late`` (items that belonged to an earlier fixed-time window);
+    * ``key`` — the key value of a keyed window (``key="device"``), else None;
+      ``history`` — how many of the leading items a sliding window re-read from the
+      log (items earlier windows already claimed); 0 for every other kind;
     * ``frame()`` — a pandas DataFrame, one row per item, item keys as columns,
       indexed by offset (the index is named ``offset``; an item key ``offset`` stays a column).
     """
 
     __slots__ = ("stream", "group", "seq", "attempt", "offsets", "data", "_times", "_start", "_end",
-                 "late", "_timestamps")
+                 "late", "_timestamps", "key", "history")
 
     def __init__(self, stream: "Stream", group: str, seq: int, attempt: int, offsets: list[int],
                  times: list[int], data: list[dict], start: int | None = None, end: int | None = None,
-                 late: int = 0):
+                 late: int = 0, key: Any = None, history: int = 0):
         self.stream = stream
         self.group = group
         self.seq = seq
@@ -46,6 +49,8 @@ class Window:
         self._start = start
         self._end = end
         self.late = late
+        self.key = key
+        self.history = history
         self._timestamps: list[datetime] | None = None
 
     @property

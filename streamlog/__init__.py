@@ -13,8 +13,10 @@ emitters that feed windows of items to Python consumer functions.
 from __future__ import annotations
 
 from .client import Client, connect
+from .consumers.predict import Predictor
 from .consumers.streaming import StreamingFunction, streaming
-from .emitters import CountWindow, Emitter, FixedTimeWindow, RelaxedTimeWindow
+from .emitters import (CountWindow, Emitter, FixedTimeWindow, RelaxedTimeWindow, SessionWindow,
+                       SlidingCountWindow, SlidingTimeWindow)
 from .errors import (BadItemError, BadNameError, BadURLError, ConsumerError, MissingFieldError,
                      StreamlogError, UnknownStreamError, UnreachableError)
 from .stream import Stream
@@ -34,8 +36,9 @@ def stream(name: str, url: str | None = None, *, max_items: int | None = None,
 
 
 __all__ = [
-    "stream", "connect", "streaming", "Client", "Stream", "Window", "StreamingFunction",
-    "Emitter", "CountWindow", "FixedTimeWindow", "RelaxedTimeWindow",
+    "stream", "connect", "streaming", "Client", "Stream", "Window", "StreamingFunction", "Predictor",
+    "Emitter", "CountWindow", "FixedTimeWindow", "RelaxedTimeWindow", "SlidingCountWindow",
+    "SlidingTimeWindow", "SessionWindow",
     "StreamlogError", "BadItemError", "BadNameError", "BadURLError", "UnreachableError",
     "UnknownStreamError", "ConsumerError", "MissingFieldError", "__version__",
 ]

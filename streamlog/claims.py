@@ -24,6 +24,11 @@ Round trips per window on MongoDB: claim = read items + insert (+ a head read af
 a conflict or when the cached head is stale), commit = seal insert + one update; a
 reclaim scan (one query) runs at most once a second. None of them depends on window
 size or stream length beyond the items themselves.
+
+Sliding windows claim only their new items; the emitter's ``lookback`` names the
+earlier items their windows re-show (the history), which the cursor re-reads from the
+log by offset range when it claims or takes over the window (:func:`read_history`):
+one more read for the count kind, a few for the time kind. Other kinds skip it.
 """
 
 from __future__ import annotations
@@ -32,11 +37,11 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from .emitters.base import Emit, Emitter, Pending, Wait
+from .emitters.base import Emit, Emitter, Lookback, Pending, Wait
 from .errors import ConsumerError, GroupDeletedError
 from .items import datetime_to_ms
 from .names import dead_letter_stream
@@ -53,6 +58,8 @@ log = logging.getLogger("streamlog")
 HEAD_CACHE_MS = 60_000
 #: characters of an error message kept in a dead letter
 MAX_ERROR = 2_000
+#: offsets a sliding time window's look-back reads at least per round trip (then doubling)
+LOOKBACK_CHUNK = 256
 
 
 @dataclass(slots=True)
@@ -104,6 +111,52 @@ def event_times(field: str):
     return times
 
 
+def read_history(claim: Claim, lookback: Lookback, floor: int, claimed: int,
+                 read: Callable[[int, int], Batch], times: Callable[[Batch], list[int]]) -> tuple[Batch, list[int]]:
+    """The history ``lookback`` asks for before ``claim``, and its items' window times.
+
+    ``read(lo, hi)`` returns the stored items at offsets ``lo … hi``; ``floor`` is the
+    group's first offset (history never reaches below it); ``claimed`` the number of
+    claimed items. A function of the claim and the log only, so every attempt of a
+    window re-reads the same items (unless the log was trimmed in between):
+
+    * ``first`` — offsets ``max(first, floor) … claim.lo - 1``, one read;
+    * ``stop`` — read back from ``claim.lo - 1`` in offset order up to (excluding) the
+      first item with a time before ``stop``; of those, the items the claim's first
+      window can show (time at or after its start, ``end - span``). Chunks are sized
+      from the claim's own item rate and double, so it costs a few round trips.
+    """
+    last = claim.lo - 1
+    if lookback.first is not None:
+        first = max(lookback.first, floor)
+        history = read(first, last) if first <= last else Batch()
+        return history, times(history)
+    if lookback.stop is None or last < floor:
+        return Batch(), []
+    step = (claim.end - claim.start) // claim.windows
+    since = claim.start + step - lookback.span  # the first (earliest) window's start
+    reach = max(0, claim.start - lookback.stop) / max(1, claim.end - claim.start)  # in claims' lengths
+    chunk = max(LOOKBACK_CHUNK, int(claimed * reach) + 1)
+    parts: list[tuple[Batch, list[int]]] = []
+    hi = last
+    while hi >= floor:
+        lo = max(floor, hi - chunk + 1)
+        part = read(lo, hi)
+        ptimes = times(part)
+        cut = next((i for i in range(len(part) - 1, -1, -1) if ptimes[i] < lookback.stop), -1)
+        keep = [i for i in range(cut + 1, len(part)) if ptimes[i] >= since]
+        parts.append((Batch([part.offsets[i] for i in keep], [part.times[i] for i in keep],
+                            [part.data[i] for i in keep]), [ptimes[i] for i in keep]))
+        if cut >= 0 or len(part) < hi - lo + 1:
+            break  # reached an item older than stop, or the log is trimmed below this chunk
+        hi, chunk = lo - 1, chunk * 2
+    history, history_times = Batch(), []
+    for part, ptimes in reversed(parts):
+        history.extend(part)
+        history_times.extend(ptimes)
+    return history, history_times
+
+
 @dataclass(slots=True)
 class Claimed:
     """A window this consumer holds: the claim attempt and its items."""
@@ -112,9 +165,16 @@ class Claimed:
     batch: Batch
     times: list[int]  # window times (event time when configured)
     previous_error: str | None = None
+    #: sliding windows: what the emitter's look-back asked for, and the items re-read
+    lookback: Lookback | None = None
+    history: Batch = field(default_factory=Batch)
+    history_times: list[int] = field(default_factory=list)
 
     def windows(self, stream: "Stream") -> list[Window]:
-        """The window(s) to deliver: one, or a fixed-time window followed by empty ones."""
+        """The window(s) to deliver: one, or a fixed-time window followed by empty ones;
+        for sliding windows, the history followed by the claimed items (:meth:`_sliding`)."""
+        if self.lookback is not None:
+            return self._sliding(stream)
         c, b = self.claim, self.batch
         if c.windows <= 1:
             start = c.start if c.start is not None else (self.times[0] if self.times else None)
@@ -128,6 +188,40 @@ class Claimed:
             Window(stream, c.group, c.seq, c.attempt, [], [], [], c.start + i * step, c.start + (i + 1) * step)
             for i in range(1, c.windows)
         ]
+
+    def _sliding(self, stream: "Stream") -> list[Window]:
+        """Sliding windows: the history (offsets before the claim) followed by the claimed
+        items. Count kind: one window, all of it. Time kind: one window ``[end - span, end)``
+        per step of the claim; the first holds every claimed item (late ones too), later
+        ones (empty steps after a quiet spell) only re-show items whose time is in range."""
+        c, b, h, span = self.claim, self.batch, self.history, self.lookback.span
+        new = len(b)
+        if span is None:
+            times = self.history_times + self.times
+            return [Window(stream, c.group, c.seq, c.attempt, h.offsets + b.offsets, h.times + b.times,
+                           h.data + b.data, times[0] if times else None, times[-1] if times else None,
+                           history=len(h))]
+        step = (c.end - c.start) // c.windows
+        # every item any of the claim's windows may show, in offset order: (window time, index)
+        old = list(zip(self.history_times, range(len(h))))
+        both = old + [(t, len(h) + i) for i, t in enumerate(self.times)]
+        offsets, appended, data = h.offsets + b.offsets, h.times + b.times, h.data + b.data
+        newest = max((t for t, _ in both), default=None)
+        windows = []
+        for k in range(c.windows):
+            end = c.start + (k + 1) * step
+            since = end - span
+            if k == 0:  # the claimed items, late ones included, are delivered here whatever their time
+                keep = [i for t, i in old if since <= t < end] + list(range(len(h), len(h) + new))
+            elif newest is None or newest < since:
+                keep = []
+            else:
+                keep = [i for t, i in both if since <= t < end]
+            late = sum(1 for t in self.times if t < c.start) if k == 0 else 0
+            windows.append(Window(stream, c.group, c.seq, c.attempt, [offsets[i] for i in keep],
+                                  [appended[i] for i in keep], [data[i] for i in keep], since, end, late,
+                                  history=len(keep) - (new if k == 0 else 0)))
+        return windows
 
 
 @dataclass(slots=True)
@@ -224,7 +318,7 @@ class Cursor:
                 continue
             batch = self.store.read(self.stream.name, new.lo, None, end=new.hi) if new.hi >= new.lo else Batch()
             error = old.error or f"lease expired during attempt {old.attempt} (consumer {old.owner} stopped)"
-            return Claimed(new, batch, self._times(batch) if self._times else batch.times, error)
+            return self._with_history(Claimed(new, batch, self._window_times(batch), error))
         return None
 
     def head(self, now: int) -> Head:
@@ -265,7 +359,25 @@ class Cursor:
             return None
         self._head = Head(claim.seq, hi, end)
         self._head_at = now
-        return Claimed(claim, batch, times)
+        return self._with_history(Claimed(claim, batch, times))
+
+    # -- sliding windows' history ---------------------------------------------
+
+    def _window_times(self, batch: Batch) -> list[int]:
+        return self._times(batch) if self._times else batch.times
+
+    def _with_history(self, claimed: Claimed) -> Claimed:
+        """Attach the items the emitter's :meth:`~Emitter.lookback` asks for (sliding
+        windows); other kinds pass through at the cost of one method call."""
+        hook = getattr(self.emitter, "lookback", None)  # a duck-typed custom emitter may lack it
+        lookback = hook(claimed.claim) if hook is not None else None
+        if lookback is not None:
+            name = self.stream.name
+            claimed.lookback = lookback
+            claimed.history, claimed.history_times = read_history(
+                claimed.claim, lookback, self.group.start, len(claimed.batch),
+                lambda lo, hi: self.store.read(name, lo, None, end=hi), self._window_times)
+        return claimed
 
     # -- finishing ------------------------------------------------------------
 

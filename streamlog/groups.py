@@ -6,6 +6,7 @@ contract; nothing here claims windows for processing.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -38,12 +39,52 @@ def find_group(stream: "Stream", name: str) -> Group | None:
     return next((g for g in stream.store.groups(stream.name) if g.name == name), None)
 
 
+# -- key chains (keyed windows, see streamlog/keyed.py) -----------------------------
+#: joins a keyed group's name and a key's digest in the name of the key's chain. Not a
+#: character of user names (streamlog.names), so a key chain never collides with a group.
+KEY_MARK = "#"
+
+
+def key_chain_prefix(group: str, field: str) -> str:
+    """The common start of the names of ``group``'s key chains for the key field ``field``."""
+    return f"{group}{KEY_MARK}{hashlib.sha256(field.encode()).hexdigest()[:8]}."
+
+
+def key_chain_name(group: str, field: str, token: str) -> str:
+    """The chain of the key value whose canonical text is ``token`` (see
+    :func:`streamlog.keyed.key_token`): ``<group>#<field digest>.<value digest>``."""
+    return key_chain_prefix(group, field) + hashlib.sha256(token.encode()).hexdigest()[:20]
+
+
+def is_key_chain(name: str) -> bool:
+    return KEY_MARK in name
+
+
+def visible_groups(groups: list[Group]) -> list[Group]:
+    """The groups an operator sees: key chains are reported through their keyed group."""
+    return [g for g in groups if KEY_MARK not in g.name]
+
+
+def key_chains(stream: "Stream", group: str, groups: list[Group] | None = None) -> list[Group]:
+    """The key chains of ``group`` (empty for an unkeyed group); ``groups``: the stream's
+    groups, when the caller already listed them."""
+    prefix = group + KEY_MARK
+    listed = stream.store.groups(stream.name) if groups is None else groups
+    return [g for g in listed if g.name.startswith(prefix)]
+
+
 def ensure_group(stream: "Stream", name: str, start: str | int = "earliest") -> Group:
     """Get or create a group; an existing group keeps its start."""
     group = find_group(stream, name)
     if group is not None:
         return group
-    group = stream.store.create_group(stream.name, name, start_offset(stream, start))
+    return create_group(stream, name, start_offset(stream, start))
+
+
+def create_group(stream: "Stream", name: str, start: int) -> Group:
+    """Get or create a group by name without listing the stream's groups (an existing
+    group keeps its start); a new group after a deleted one of that name starts anew."""
+    group = stream.store.create_group(stream.name, name, start)
     last = stream.store.last_claim(stream.name, name)
     if last is not None and last.state == DELETED:
         # A group of that name was deleted: its chain ends in a tombstone; start anew after it.
@@ -86,9 +127,15 @@ def _latest_attempts(claims: list[Claim]) -> list[Claim]:
     return sorted(newest.values(), key=lambda c: (c.group, c.seq))
 
 
-def group_state(stream: "Stream", group: Group) -> dict:
+def group_state(stream: "Stream", group: Group, groups: list[Group] | None = None) -> dict:
     """Counts for ``info``: pending (not yet processed), claimed (being processed),
-    failed (released, waiting for a retry), windows (committed or in flight)."""
+    failed (released, waiting for a retry), windows (committed or in flight).
+
+    A keyed group sums its key chains and adds ``keys`` (see :func:`_keyed_state`);
+    ``groups``: the stream's groups, when the caller already listed them."""
+    chains = key_chains(stream, group.name, groups)
+    if chains:
+        return _keyed_state(stream, group, chains)
     store = stream.store
     head = head_of(stream, group)
     open_claims = _latest_attempts(store.open_claims(stream.name, group.name))
@@ -101,6 +148,32 @@ def group_state(stream: "Stream", group: Group) -> dict:
         "failed": sum(c.count for c in open_claims if c.state != ACTIVE),
         "windows": head.seq,
         "next_offset": head.hi + 1,
+    }
+
+
+def _keyed_state(stream: "Stream", group: Group, chains: list[Group]) -> dict:
+    """A keyed group's counts: ``keys`` (key chains), ``windows`` (claims of all keys),
+    ``claimed`` and ``failed`` (items in its keys' open windows), ``pending`` (those plus
+    the items its key discovery has not read yet; items that wait in a key's unfinished
+    window are not counted: counting them would mean reading the stream),
+    ``next_offset`` (the next offset key discovery reads). One query per key."""
+    store = stream.store
+    head = head_of(stream, group)
+    prefix = group.name + KEY_MARK
+    open_claims = _latest_attempts([c for c in store.open_claims(stream.name) if c.group.startswith(prefix)])
+    now = now_ms()
+    windows = 0
+    for chain in chains:
+        last = store.last_claim(stream.name, chain.name)
+        windows += 0 if last is None else last.seq
+    return {
+        "start": group.start,
+        "pending": store.count(stream.name, after=head.hi) + sum(c.count for c in open_claims),
+        "claimed": sum(c.count for c in open_claims if c.state == ACTIVE and c.lease >= now),
+        "failed": sum(c.count for c in open_claims if c.state != ACTIVE),
+        "windows": windows,
+        "next_offset": head.hi + 1,
+        "keys": len(chains),
     }
 
 
@@ -161,7 +234,8 @@ class ConsumerGroup:
 
     def info(self) -> dict[str, Any]:
         """``start``, ``pending``, ``claimed``, ``failed``, ``windows``, ``next_offset``,
-        ``dead`` (dead letters of this group) and ``created``."""
+        ``dead`` (dead letters of this group) and ``created``; a keyed group also
+        ``keys`` (see :func:`_keyed_state` for what its counts cover)."""
         state = group_state(self.stream, self._record())
         state["dead"] = self.stream._dead_counts().get(self.name, 0)
         state["created"] = self.created
@@ -175,10 +249,14 @@ class ConsumerGroup:
         (they are never delivered to this group). Windows in flight are cancelled: a
         consumer running one at that moment finishes its function, but its commit is
         refused (logged), and it carries on from ``to`` — nothing is delivered twice
-        or skipped other than what the reset asked for.
+        or skipped other than what the reset asked for. A keyed group moves every key's
+        chain to ``to`` as well.
         """
         group = self._record()
         offset = start_offset(self.stream, to, "to")
+        # A keyed group moves every key, then its key discovery (which running consumers watch).
+        for chain in key_chains(self.stream, self.name):
+            _append_marker(self.stream, chain, RESET, offset - 1)
         _append_marker(self.stream, group, RESET, offset - 1)
         return offset
 
@@ -187,13 +265,17 @@ class ConsumerGroup:
         at that moment cannot commit its window and stops with
         :class:`~streamlog.errors.GroupDeletedError` at its next claim. Creating a
         group of the same name later starts a new group. The ``default`` group cannot
-        be deleted (it is part of the stream); reset it instead.
+        be deleted (it is part of the stream); reset it instead. A keyed group's key
+        chains are deleted with it.
         """
         if self.name == DEFAULT_GROUP:
             raise ConsumerError("the default group cannot be deleted (reset it instead)")
         group = self._record()
         marker = _append_marker(self.stream, group, DELETED, None)
         self.stream.store.delete_group(self.stream.name, self.name, marker.seq)
+        for chain in key_chains(self.stream, self.name):  # a keyed group's keys go with it
+            marker = _append_marker(self.stream, chain, DELETED, None)
+            self.stream.store.delete_group(self.stream.name, chain.name, marker.seq)
 
     def __repr__(self) -> str:
         return f"<ConsumerGroup {self.stream.name!r}/{self.name!r} start={self.start}>"
@@ -216,7 +298,7 @@ def redrive(stream: "Stream", group: str | None = None, limit: int | None = None
         # Every group's dead letters, each through that group's own marker: re-driving
         # all and then one group (or the reverse) never re-drives anything twice.
         total = 0
-        for each in stream.store.groups(stream.name):
+        for each in visible_groups(stream.store.groups(stream.name)):  # keyed: dead letters name the group
             if limit is not None and total >= limit:
                 break
             total += redrive(stream, each.name, None if limit is None else limit - total, to)

@@ -181,7 +181,7 @@ class Stream:
 
     def groups(self) -> list[ConsumerGroup]:
         """The stream's consumer groups, by name."""
-        return [ConsumerGroup.of(self, g) for g in self.store.groups(self.name)]
+        return [ConsumerGroup.of(self, g) for g in _groups.visible_groups(self.store.groups(self.name))]
 
     def redrive(self, group: str | None = None, limit: int | None = None, to: str | None = None) -> int:
         """Append dead letters (of ``group``, or all) back onto the stream ``to``
@@ -212,8 +212,9 @@ class Stream:
             last_time = ms_to_datetime(batch.times[0]) if batch else None
         dead_counts = self._dead_counts()
         groups = {}
-        for group in store.groups(self.name):
-            state = _groups.group_state(self, group)
+        listed = store.groups(self.name)
+        for group in _groups.visible_groups(listed):  # key chains count in their keyed group
+            state = _groups.group_state(self, group, listed)
             state["dead"] = dead_counts.get(group.name, 0)
             groups[group.name] = state
         return {

@@ -83,10 +83,16 @@ def _logged(fn: Callable) -> Callable:
     def consume(window):
         ids = window.offsets
         span = offsets(ids[0], ids[-1]) if ids else "-"
-        typer.echo(f"{PROG}: window #{window.seq}: {plural(len(window), 'item')}, offsets {span}, "
+        key = "" if window.key is None else f"key {window.key!r}, "
+        typer.echo(f"{PROG}: window #{window.seq}: {key}{plural(len(window), 'item')}, offsets {span}, "
                    f"{ts(window.start)} .. {ts(window.end)}", err=True)
         return fn(window)
 
+    # a learner's sequential state still refuses --workers > 1 through the wrapper, and a
+    # predict stage still waits for its first model before any window is claimed
+    consume.sequential = callable(getattr(fn, "attach", None)) or getattr(fn, "sequential", False)  # type: ignore[attr-defined]
+    if callable(getattr(fn, "on_start", None)):
+        consume.on_start = fn.on_start  # type: ignore[attr-defined]
     return consume
 
 
@@ -94,6 +100,7 @@ def _logged(fn: Callable) -> Callable:
     "streamlog run consumer:consume --stream sensors --size 60",
     "streamlog run jobs/report.py:main -s sensors --interval 60 --once",
     "streamlog run models:kmeans -s sensors --size 100 --group kmeans",
+    "streamlog run stats:average -s sensors --interval 300 --every 10",
     note="The function gets a Window (window.data, window.frame(), window.offsets, ...); "
          "a return value other than None is appended to the --sink stream. A window whose "
          "function raises is retried, then moved to the dead-letter stream NAME.dead (see streamlog redrive).",
@@ -116,6 +123,15 @@ def run_command(
     timeout: Annotated[Optional[float], typer.Option(
         "--timeout", min=0.0, callback=duration, metavar="SECONDS", show_default=False,
         help="With --size: emit a partial window once its oldest item has waited this long.")] = None,
+    step: Annotated[Optional[int], typer.Option(
+        "--step", min=1, callback=int64, metavar="N", show_default=False,
+        help="With --size: sliding windows, one every N new items, each the last --size items.")] = None,
+    every: Annotated[Optional[float], typer.Option(
+        "--every", min=0.001, callback=duration, metavar="SECONDS", show_default=False,
+        help="With --interval: sliding windows, one every SECONDS, each the last --interval seconds.")] = None,
+    gap: Annotated[Optional[float], typer.Option(
+        "--gap", min=0.001, callback=duration, metavar="SECONDS", show_default=False,
+        help="Session windows: a window closes once no item arrived for SECONDS.")] = None,
     group: Annotated[str, typer.Option("--group", "-g", metavar="GROUP", help="Consumer group.")] = "default",
     sink: Annotated[Optional[str], typer.Option(
         "--sink", metavar="STREAM", show_default=False,
@@ -133,9 +149,16 @@ def run_command(
         "--retry-delay", min=0.0, callback=duration, metavar="SECONDS",
         help="Wait before retrying a failed window, doubling per attempt (0: retry at once).")] = 0.5,
     start: Annotated[Start, typer.Option("--start", help="Where a new group starts.")] = Start.earliest,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, callback=int64, metavar="N",
+        help="Run up to N windows at once on N threads (each with its own lease; committed in any "
+             "order). Learners need 1.")] = 1,
     time_field: Annotated[Optional[str], typer.Option(
         "--time-field", metavar="FIELD", show_default=False,
         help="Time windows on this item field (event time) instead of the append time.")] = None,
+    key: Annotated[Optional[str], typer.Option(
+        "--key", metavar="FIELD", show_default=False,
+        help="Keyed windows: each value of this item field gets its own windows (same rules per value).")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Print a line on stderr for every window, info-level logs, and the "
                                 "underlying cause of an error.")] = False,
@@ -150,12 +173,17 @@ def run_command(
     """
     settings = global_settings(ctx, url, None, verbose)
     verbose, url = settings.verbose, settings.url
-    if (size is None) == (interval is None):
-        raise UsageError("give exactly one of --size N or --interval SECONDS", ctx)
+    if [size, interval, gap].count(None) != 2:
+        raise UsageError("give exactly one of --size N, --interval SECONDS or --gap SECONDS", ctx)
+    if step is not None and size is None:
+        raise typer.BadParameter("--step needs --size", ctx, param_hint="'--step'")
+    if every is not None and (interval is None or relaxed):
+        raise typer.BadParameter("--every needs --interval (without --relaxed)", ctx, param_hint="'--every'")
     if relaxed and interval is None:
         raise typer.BadParameter("--relaxed needs --interval", ctx, param_hint="'--relaxed'")
-    if timeout is not None and size is None:
-        raise typer.BadParameter("--timeout applies to count windows (--size)", ctx, param_hint="'--timeout'")
+    if timeout is not None and (size is None or step is not None):
+        raise typer.BadParameter("--timeout applies to count windows (--size, without --step)", ctx,
+                                 param_hint="'--timeout'")
     import logging
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
@@ -165,12 +193,14 @@ def run_command(
         fn = _logged(fn)
     options: dict[str, Any] = dict(group=group, start=start.value, sink=sink, blocking=not once,
                                    lease=lease, max_retries=max_retries, retry_delay=retry_delay,
-                                   max_windows=max_windows,
-                                   time_field=time_field, url=url)
-    if size is not None:
-        consumer = streamlog.streaming(stream, size=size, timeout=timeout, **options)
+                                   max_windows=max_windows, workers=workers,
+                                   time_field=time_field, url=url, key=key)
+    if gap is not None:
+        consumer = streamlog.streaming(stream, gap=gap, **options)
+    elif size is not None:
+        consumer = streamlog.streaming(stream, size=size, timeout=timeout, step=step, **options)
     else:
-        consumer = streamlog.streaming(stream, interval=interval, relaxed=relaxed, **options)
+        consumer = streamlog.streaming(stream, interval=interval, relaxed=relaxed, every=every, **options)
     if not once:
         typer.echo(f"{PROG}: consuming {stream} with {target} ({consumer.emitter!r}, group {group}); "
                    "Ctrl-C or SIGTERM stops after the current window", err=True)

@@ -1,9 +1,10 @@
 """Consumers: the streaming runtime and ready-made online learners."""
 
+from .predict import Predictor, load_latest
 from .runtime import Consumer
 from .streaming import StreamingFunction, streaming
 
-__all__ = ["Consumer", "StreamingFunction", "streaming"]
+__all__ = ["Consumer", "StreamingFunction", "streaming", "Predictor", "load_latest"]
 
 
 def __getattr__(name: str):

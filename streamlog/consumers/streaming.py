@@ -6,16 +6,21 @@ from typing import Callable
 
 from ..client import connect
 from ..stream import Stream
-from ..emitters import CountWindow, Emitter, FixedTimeWindow, RelaxedTimeWindow
+from ..emitters import (CountWindow, Emitter, FixedTimeWindow, RelaxedTimeWindow, SessionWindow,
+                        SlidingCountWindow, SlidingTimeWindow)
 from ..errors import ConsumerError
+from ..keyed import check_key
 from ..names import check_name
-from .runtime import Consumer
+from .runtime import Consumer, check_workers
 
 
-def _emitter(size, interval, relaxed, emitter, timeout, grace, max_size) -> Emitter:
-    chosen = [x is not None for x in (size, interval, emitter)]
+def _emitter(size, interval, relaxed, emitter, timeout, grace, max_size, step=None, every=None,
+             gap=None) -> Emitter:
+    chosen = [x is not None for x in (size, interval, gap, emitter)]
     if sum(chosen) > 1:
-        raise ConsumerError("give one of size=, interval= or emitter=")
+        raise ConsumerError("give one of size=, interval=, gap= or emitter=")
+    if step is not None or every is not None or gap is not None:
+        return _sliding_or_session(size, interval, relaxed, timeout, grace, max_size, step, every, gap)
     if emitter is not None:
         if not isinstance(emitter, Emitter) and not hasattr(emitter, "select"):
             raise ConsumerError(f"emitter= must be an Emitter, not {type(emitter).__name__}")
@@ -35,6 +40,30 @@ def _emitter(size, interval, relaxed, emitter, timeout, grace, max_size) -> Emit
     if grace is not None:
         raise ConsumerError("grace= applies to fixed time windows (interval=)")
     return CountWindow(1 if size is None else size, timeout=timeout)
+
+
+def _sliding_or_session(size, interval, relaxed, timeout, grace, max_size, step, every, gap) -> Emitter:
+    """``size=N, step=S`` → SlidingCountWindow; ``interval=T, every=S`` → SlidingTimeWindow;
+    ``gap=G`` → SessionWindow (exactly one of the three; the caller checked the rest)."""
+    if relaxed:
+        raise ConsumerError("relaxed=True does not apply to sliding or session windows")
+    if timeout is not None:
+        raise ConsumerError("timeout= applies to tumbling count windows (size= without step=)")
+    if step is not None and size is None:
+        raise ConsumerError("step= makes sliding count windows: give it with size= (size=N, step=S)")
+    if every is not None and interval is None:
+        raise ConsumerError("every= makes sliding time windows: give it with interval= (interval=T, every=S)")
+    if gap is not None:
+        if grace is not None:
+            raise ConsumerError("grace= applies to time windows (interval=), not to session windows")
+        return SessionWindow(gap, max_size=max_size)
+    if max_size is not None:
+        raise ConsumerError("max_size= applies to relaxed and session windows, not to sliding ones")
+    if size is not None:
+        if grace is not None:
+            raise ConsumerError("grace= applies to time windows (interval=), not to count windows")
+        return SlidingCountWindow(size, step)
+    return SlidingTimeWindow(interval, every, **({} if grace is None else {"grace": grace}))
 
 
 def _is_url_sink(sink: str) -> bool:
@@ -65,11 +94,13 @@ class StreamingFunction:
 
     def __init__(self, name: str, *, size: int | None = None, interval: float | None = None,
                  relaxed: bool = False, emitter: Emitter | None = None, timeout: float | None = None,
-                 grace: float | None = None, max_size: int | None = None, group: str = "default",
+                 grace: float | None = None, max_size: int | None = None, step: int | None = None,
+                 every: float | None = None, gap: float | None = None, group: str = "default",
                  start: str | int = "earliest", sink: str | None = None, blocking: bool = True,
                  lease: float = 30.0, max_retries: int = 3, max_windows: int | None = None,
                  time_field: str | None = None, url: str | None = None, poll: float | None = None,
-                 retry_delay: float = 0.5, retry_max_delay: float = 30.0):
+                 retry_delay: float = 0.5, retry_max_delay: float = 30.0, workers: int = 1,
+                 key: str | None = None):
         check_name(name)
         check_name(group, "group")
         if sink is not None and not _is_url_sink(sink):
@@ -85,13 +116,16 @@ class StreamingFunction:
             raise ConsumerError(f"max_windows must be a positive integer, not {max_windows!r}")
         if start not in ("earliest", "latest") and not (isinstance(start, int) and start >= 0):
             raise ConsumerError(f"start must be 'earliest', 'latest' or an offset >= 0, not {start!r}")
-        self.emitter = _emitter(size, interval, relaxed, emitter, timeout, grace, max_size)
+        check_workers(workers)
+        self.emitter = _emitter(size, interval, relaxed, emitter, timeout, grace, max_size, step, every, gap)
+        check_key(key, emitter=self.emitter)
         self.client = connect(url)
         self.stream = self.client.stream(name)
         self.sink = None if sink is None else _url_sink(sink) if _is_url_sink(sink) else self.client.stream(sink)
         self.options = dict(group=group, start=start, blocking=blocking, lease=lease,
                             max_retries=max_retries, max_windows=max_windows, time_field=time_field, poll=poll,
-                            retry_delay=retry_delay, retry_max_delay=retry_max_delay)
+                            retry_delay=retry_delay, retry_max_delay=retry_max_delay, workers=workers,
+                            key=key)
         self.consumer: Consumer | None = None
         self._stopped = False
 
@@ -109,7 +143,7 @@ class StreamingFunction:
     __call__ = apply
 
     def stop(self) -> None:
-        """Stop the running consumer after its current window (thread-safe)."""
+        """Stop the running consumer after its current window(s) (thread-safe)."""
         self._stopped = True
         if self.consumer is not None:
             self.consumer.stop()
@@ -124,8 +158,13 @@ def streaming(name: str, size: int | None = None, interval: float | None = None,
 
     Window strategy: ``size=N`` → :class:`CountWindow` (``timeout=`` seconds for partial
     windows); ``interval=T`` → :class:`FixedTimeWindow` (``grace=``); ``interval=T,
-    relaxed=True`` → :class:`RelaxedTimeWindow`; ``emitter=`` → your own; none → one
-    item per window.
+    relaxed=True`` → :class:`RelaxedTimeWindow`; ``size=N, step=S`` →
+    :class:`SlidingCountWindow` (every S new items, the last N); ``interval=T, every=S``
+    → :class:`SlidingTimeWindow` (every S seconds, the last T seconds; ``grace=``);
+    ``gap=G`` → :class:`SessionWindow` (closes after G seconds without an item;
+    ``max_size=``); ``emitter=`` → your own; none → one item per window. Sliding
+    windows claim and commit only their new items and re-read the rest from the log
+    (``window.history`` leading items), so a redelivered window is the same.
 
     Options: ``group`` (consumer group, default ``"default"``), ``start``
     (``"earliest"``/``"latest"``/offset, for a new group), ``sink`` (stream that receives
@@ -134,7 +173,10 @@ def streaming(name: str, size: int | None = None, interval: float | None = None,
     then return — for cron), ``max_windows``, ``lease`` (seconds, default 30),
     ``max_retries`` (default 3), ``retry_delay`` / ``retry_max_delay`` (seconds: a failed
     window is retried after ``retry_delay · 2^(attempt-1)``, capped, with jitter; default
-    0.5 / 30; 0 retries at once), ``time_field`` (event time), ``url``.
+    0.5 / 30; 0 retries at once), ``time_field`` (event time), ``url``, ``workers`` (up to N
+    windows in flight at once on N threads, committed in any order; default 1), ``key``
+    (an item field: each value gets its own windows with the same boundary rules, and
+    ``window.key``; see docs/consumers.md, "Keyed windows").
 
     As a decorator it runs the consumer at once and the decorated name is bound to the
     number of windows processed::

@@ -29,6 +29,11 @@ A custom strategy is a subclass with a ``select`` method::
             return Wait(pending=len(batch) + 1)
 
     streamlog.streaming("uploads", emitter=UntilBigEnough()).apply(handle)
+
+Sliding windows deliver more than they claim: an emitter may also implement
+:meth:`Emitter.lookback`, which tells the cursor which items *before* a claim its
+windows re-read from the log (see :class:`Lookback`). The claim — and so every
+guarantee above — still covers only the new items.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..store.base import Batch
+from ..store.base import Batch, Claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +49,7 @@ class Emit:
     """The next window: the first ``count`` pending items.
 
     ``start``/``end`` (ms) are the window's bounds when it has them (fixed-time
-    windows); otherwise the window's bounds are its first and last item times.
+    and session windows); otherwise the window's bounds are its first and last item times.
     ``windows > 1`` claims a run of that many consecutive fixed-time windows of
     equal length in one go: the items all belong to the first, the rest are empty.
     """
@@ -62,6 +67,27 @@ class Wait:
 
     until: int | None = None
     pending: int | None = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Lookback:
+    """The history a claim's windows re-read from the log, before the claim's own items.
+
+    A pure function of the claim (and the emitter's settings), so every attempt of a
+    window — after a crash, on another consumer — re-reads the same items:
+
+    * ``first`` (count kind): the items at offsets ``first … claim.lo - 1``;
+    * ``span`` (time kind): each of the claim's windows ``[end - span, end)`` holds the
+      items with a time in that range; the history is read back from ``claim.lo - 1`` in
+      offset order and stops at the first item whose time is before ``stop``.
+
+    Either way the look-back goes no further back than the group's first offset, and
+    holds only what the log still stores (a trimmed history is shorter).
+    """
+
+    first: int | None = None
+    span: int | None = None
+    stop: int | None = None
 
 
 class Pending:
@@ -143,6 +169,11 @@ class Emitter:
 
     def select(self, pending: Pending, now: int) -> Emit | Wait:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def lookback(self, claim: Claim) -> Lookback | None:
+        """The history ``claim``'s windows re-read from the log; None (the default) for
+        windows that hold exactly the claimed items."""
+        return None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -1,0 +1,534 @@
+"""The supervisor behind ``streamlog up``: one OS process per stage replica, restarted on
+crash with backoff, stopped gracefully on SIGTERM/Ctrl-C, with a live status table.
+
+Guarantees and rules:
+
+* **Processes.** Each replica of a consumer stage is ``python -m streamlog.apps.stage``
+  (:mod:`.stage`); a command stage is its program (``python`` as the first word means
+  this interpreter), run in the pipeline file's directory with ``STREAMLOG_URL`` set.
+  Replicas of a stage share its consumer group, so they split its windows (scale-out);
+  the same holds for replicas started by ``streamlog up app.toml --stage NAME`` on
+  other machines against the same database. Children run in their own session: a
+  Ctrl-C reaches the runner only, which then stops them in order; if the runner dies,
+  they stop themselves (parent-death signal on Linux, and a consumer whose report pipe
+  breaks stops after its current window).
+* **Restarts.** A replica that exits on its own (a consumer always; a command with a
+  non-zero code) is restarted after ``restart.delay · 2^(n-1)`` seconds, at most
+  ``restart.max_delay``, where n counts its crashes within the last ``restart.within``
+  seconds; the ``restart.max_crashes``-th crash within that time stops the whole app,
+  which exits 1 naming the stage and its last error. A command that exits 0 is finished.
+  A stage that cannot start as configured (exit :data:`~.stage.EXIT_CONFIG`) stops the
+  app at once (exit 2): restarting would not help.
+* **Stopping.** SIGTERM or SIGINT (Ctrl-C) → SIGTERM to every child: consumers finish
+  and commit their current window and exit. After ``stop_timeout`` seconds (or a second
+  Ctrl-C) the stragglers are killed with SIGKILL — their windows are redelivered
+  (their leases run out), so nothing is lost either way. Exit 0.
+* **Until idle.** With ``until_idle=S`` the app also stops by itself once every command
+  stage has finished and no consumer stage had an item pending for S seconds.
+* **Status.** Children report their counters on a pipe every 0.5 s; the runner reads
+  each stage's pending count from the database once a second (in a thread of its own,
+  so a slow database never delays supervision). Their output (stdout and stderr) is
+  forwarded line by line to the runner's stderr as ``stage | line``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from ..config import mask_url, parse_url, resolve_url
+from .spec import AppSpec, Stage
+from .stage import EXIT_CONFIG, FD_VARIABLE
+from .status import Row, rich_table, text_table
+
+#: exit codes of :meth:`Runner.run`
+EXIT_OK, EXIT_CRASHED, EXIT_CONFIG_ERROR = 0, 1, 2
+#: seconds between two reads of the pending counts (0.25 with ``until_idle``)
+PENDING_EVERY = 1.0
+#: seconds between two refreshes of the live table
+REFRESH_EVERY = 1.0
+
+
+def absolute_url(url: str | None) -> str:
+    """``url`` resolved (argument → ``STREAMLOG_URL`` → embedded default) with a relative
+    ``sqlite:///`` path made absolute, so command stages running in another directory
+    open the same file."""
+    resolved = resolve_url(url)
+    target = parse_url(resolved)
+    if target.kind == "sqlite" and not target.path.is_absolute():
+        return f"sqlite:///{target.path.resolve()}"
+    return resolved
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class Replica:
+    """One process of a stage, across its restarts."""
+
+    stage: Stage
+    index: int
+    label: str
+    url: str
+    proc: object = None  # subprocess.Popen while running
+    state: str = "waiting"  # waiting, running, backoff, finished, stopping, stopped, failed
+    restarts: int = 0
+    crashes: deque = field(default_factory=deque)
+    error: str | None = None
+    run_error: str | None = None  # reported by the current process
+    next_start: float = 0.0
+    reported: bool = False  # the current process has reported at least once
+    fatal: bool = False
+    stop_sent: bool = False
+    done: dict = field(default_factory=lambda: {"windows": 0, "items": 0, "out": 0})  # earlier processes
+    now: dict = field(default_factory=lambda: {"windows": 0, "items": 0, "out": 0})  # the current one
+    rate: float | None = None
+    mark: tuple[float, int] = (0.0, 0)
+    pipes: dict = field(default_factory=dict)  # fd -> (kind, partial line)
+
+    def total(self, key: str) -> int:
+        return self.done[key] + self.now[key]
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None
+
+
+class PendingWatcher:
+    """Reads each consumer stage's pending count (items its group has not processed) in a
+    background thread. ``value(stage)`` → ``(pending or None, time the read started)``."""
+
+    def __init__(self, stages: Sequence[tuple[str, str, str, str]], every: float):
+        self.stages = stages  # (stage, url, stream, group)
+        self.every = every
+        self.values: dict[str, tuple[int | None, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="streamlog-pending", daemon=True)
+
+    def start(self) -> None:
+        if self.stages:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def value(self, stage: str) -> tuple[int | None, float]:
+        return self.values.get(stage, (None, 0.0))
+
+    def _loop(self) -> None:
+        while True:
+            for stage, url, stream, group in self.stages:
+                started = time.monotonic()
+                self.values[stage] = (self._pending(url, stream, group), started)
+            if self._stop.wait(self.every):
+                return
+
+    @staticmethod
+    def _pending(url: str, stream_name: str, group_name: str) -> int | None:
+        from ..client import connect
+        from ..groups import find_group, group_state
+
+        try:
+            client = connect(url)
+            if client.store.get_stream(stream_name) is None:
+                return None
+            stream = client.get(stream_name)
+            group = find_group(stream, group_name)
+            return None if group is None else int(group_state(stream, group)["pending"])
+        except Exception:  # noqa: BLE001 - unknown for now; the stages report their own errors
+            return None
+
+
+class Runner:
+    """Runs and supervises the ``stages`` (names; all when empty) of ``app``.
+
+    ``url`` overrides the file's top-level ``url`` (a stage's own ``url`` still wins).
+    ``until_idle``: stop by itself once idle that long (see the module docstring).
+    ``status_every``: seconds between status tables off a terminal (None/0: none);
+    ``live``: a rich Live table on ``out`` (default: when ``out`` is a terminal).
+    :meth:`run` returns the exit code; :attr:`failure` says why it is not 0.
+    """
+
+    def __init__(self, app: AppSpec, stages: Sequence[str] | None = None, *, url: str | None = None,
+                 until_idle: float | None = None, status_every: float | None = 5.0,
+                 live: bool | None = None, out: TextIO | None = None):
+        self.app = app
+        self.stages = app.select(stages)
+        self.until_idle = until_idle
+        self.status_every = status_every or None
+        self.out = out or sys.stderr
+        self.live = _is_tty(self.out) if live is None else live
+        self.failure: str | None = None
+        self.code = EXIT_OK
+        self.replicas: list[Replica] = []
+        for stage in self.stages:
+            stage_url = absolute_url(stage.url or url or app.url)
+            for i in range(stage.replicas):
+                label = stage.name if stage.replicas == 1 else f"{stage.name}#{i + 1}"
+                self.replicas.append(Replica(stage, i, label, stage_url))
+        consumers = {r.stage.name: (r.stage.name, r.url, r.stage.stream, r.stage.group)
+                     for r in self.replicas if r.stage.kind != "command"}
+        self.pending = PendingWatcher(list(consumers.values()), 0.25 if until_idle else PENDING_EVERY)
+        self._selector = selectors.DefaultSelector()
+        self._stop_reason: str | None = None
+        self._signals = 0
+        self._idle_since: float | None = None
+        self._commands_done_at: float | None = None
+        self._console = None
+
+    # -- control ---------------------------------------------------------------
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ask the runner to stop every stage gracefully (thread-safe)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signals += 1
+        self.stop(f"{signal.Signals(signum).name}")
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start every replica, supervise them until stopped, stop them; the exit code."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        live = None
+        try:
+            if self.live:
+                from rich.console import Console
+                from rich.live import Live
+
+                self._console = Console(file=self.out, stderr=self.out is sys.stderr)
+                live = Live(self._table(), console=self._console, refresh_per_second=2, transient=True)
+                live.start()
+            self.pending.start()
+            self._supervise(live)
+            self._shutdown(live)
+        finally:
+            self.pending.stop()
+            if live is not None:
+                live.update(self._table())
+                live.stop()
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            self._selector.close()
+        return self.code
+
+    def _supervise(self, live) -> None:
+        now = time.monotonic()
+        next_refresh = now + REFRESH_EVERY
+        next_status = now + (self.status_every or 0)
+        while self._stop_reason is None:
+            now = time.monotonic()
+            for replica in self.replicas:
+                if replica.state in ("waiting", "backoff") and now >= replica.next_start:
+                    self._start(replica)
+            self._pump(0.1)
+            self._reap()
+            now = time.monotonic()
+            if now >= next_refresh:
+                next_refresh = now + REFRESH_EVERY
+                self._rates(now)
+                if live is not None:
+                    live.update(self._table())
+            if not self.live and self.status_every and now >= next_status:
+                next_status = now + self.status_every
+                self._print(text_table(self.rows()))
+            if self.until_idle is not None and self._idle(now):
+                self.stop(f"idle for {self.until_idle:g} s")
+
+    # -- processes -------------------------------------------------------------
+
+    def _start(self, replica: Replica) -> None:
+        import subprocess
+
+        stage = replica.stage
+        status_r = status_w = None
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONUNBUFFERED="1", STREAMLOG_URL=replica.url, STREAMLOG_STAGE=stage.name,
+                   STREAMLOG_REPLICA=str(replica.index), STREAMLOG_RUNNER_PID=str(os.getpid()),
+                   PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        if stage.kind == "command":
+            command = list(stage.target)
+            if command[0] in ("python", "python3"):
+                command[0] = sys.executable
+            args = [sys.executable, "-m", "streamlog.apps.stage", "--exec", *command]
+            cwd, pass_fds = str(self.app.directory), ()
+        else:
+            status_r, status_w = os.pipe()
+            env[FD_VARIABLE] = str(status_w)
+            config = {"stage": stage.as_dict(), "url": replica.url, "directory": str(self.app.directory)}
+            args = [sys.executable, "-m", "streamlog.apps.stage", json.dumps(config)]
+            cwd, pass_fds = None, (status_w,)
+        out_r, out_w = os.pipe()
+        try:
+            replica.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, env=env,
+                                            cwd=cwd, pass_fds=pass_fds, start_new_session=True)
+        except OSError as exc:
+            for fd in (out_r, status_r):
+                if fd is not None:
+                    os.close(fd)
+            replica.proc = None
+            self._crashed(replica, f"cannot start: {exc}")
+            return
+        finally:
+            os.close(out_w)
+            if status_w is not None:
+                os.close(status_w)
+        replica.state, replica.reported, replica.stop_sent, replica.run_error = "running", False, False, None
+        replica.now = {"windows": 0, "items": 0, "out": 0}
+        for fd, kind in ((out_r, "out"), (status_r, "status")):
+            if fd is not None:
+                os.set_blocking(fd, False)
+                replica.pipes[fd] = [kind, b""]
+                self._selector.register(fd, selectors.EVENT_READ, replica)
+
+    def _pump(self, timeout: float) -> None:
+        """Read whatever the children wrote (for up to ``timeout`` seconds of waiting)."""
+        if not self._selector.get_map():
+            time.sleep(timeout)
+            return
+        for key, _ in self._selector.select(timeout):
+            self._read(key.data, key.fd)
+
+    def _read(self, replica: Replica, fd: int) -> bool:
+        """Read one chunk from ``fd``; False when there is nothing to read now, or at end
+        of file (the pipe is then closed)."""
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return False
+        except OSError:
+            chunk = b""
+        kind, partial = replica.pipes[fd]
+        data = partial + chunk
+        lines = data.split(b"\n")
+        if chunk:
+            replica.pipes[fd][1] = lines.pop()
+        elif lines and lines[-1] == b"":
+            lines.pop()
+        for line in lines:
+            text = line.decode("utf-8", "replace").rstrip("\r")
+            if kind == "status":
+                self._report(replica, text)
+            else:
+                self._print(f"{replica.label} | {text}")
+        if not chunk:
+            self._selector.unregister(fd)
+            os.close(fd)
+            del replica.pipes[fd]
+            return False
+        return True
+
+    def _drain(self, replica: Replica) -> None:
+        """Read what an exited process left in its pipes."""
+        for fd in list(replica.pipes):
+            while fd in replica.pipes and self._read(replica, fd):
+                pass
+
+    def _report(self, replica: Replica, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        replica.reported = True
+        for key in ("windows", "items", "out"):
+            if isinstance(message.get(key), int):
+                replica.now[key] = message[key]
+        if message.get("error"):
+            replica.error = replica.run_error = mask_url(str(message["error"]))
+        if message.get("fatal"):
+            replica.fatal = True
+
+    def _reap(self) -> None:
+        for replica in self.replicas:
+            if replica.proc is None:
+                continue
+            code = replica.proc.poll()
+            if code is None:
+                continue
+            self._drain(replica)
+            for fd in list(replica.pipes):  # the rest of a pipe a grandchild still holds open
+                self._selector.unregister(fd)
+                os.close(fd)
+            replica.pipes.clear()
+            replica.proc = None
+            for key in replica.done:
+                replica.done[key] += replica.now[key]
+                replica.now[key] = 0
+            self._exited(replica, code)
+
+    def _exited(self, replica: Replica, code: int) -> None:
+        stage = replica.stage
+        if self._stop_reason is not None and replica.stop_sent:
+            replica.state = "stopped"
+            return
+        if replica.fatal or code == EXIT_CONFIG:
+            replica.state = "failed"
+            error = replica.error or _exit_text(code)
+            self._fail(EXIT_CONFIG_ERROR, f"stage {stage.name!r} cannot start: {error}")
+            return
+        if code == 0 and stage.kind == "command":
+            replica.state = "finished"
+            self._print(f"{replica.label} | (finished)")
+            if all(r.state == "finished" for r in self.replicas if r.stage.kind == "command"):
+                self._commands_done_at = time.monotonic()
+            return
+        if code == 0:  # a consumer stopped by someone else (SIGTERM to its pid): it should be running
+            replica.restarts += 1
+            replica.state, replica.next_start = "backoff", time.monotonic() + self.app.restart.delay
+            self._print(f"{replica.label} | (stopped from outside; restart {replica.restarts} in "
+                        f"{self.app.restart.delay:.1f} s)")
+            return
+        reason = _exit_text(code)
+        self._crashed(replica, f"{replica.run_error} ({reason})" if replica.run_error else reason)
+
+    def _crashed(self, replica: Replica, error: str) -> None:
+        rules = self.app.restart
+        now = time.monotonic()
+        replica.crashes.append(now)
+        while replica.crashes and replica.crashes[0] < now - rules.within:
+            replica.crashes.popleft()
+        replica.error = error
+        if len(replica.crashes) >= rules.max_crashes:
+            replica.state = "failed"
+            self._fail(EXIT_CRASHED, f"stage {replica.stage.name!r} crashed {len(replica.crashes)} times "
+                                     f"within {rules.within:g} s; last error: {error}")
+            return
+        delay = rules.backoff(len(replica.crashes))
+        replica.restarts += 1
+        replica.state, replica.next_start = "backoff", now + delay
+        self._print(f"{replica.label} | (crashed: {error}; restart {replica.restarts} in {delay:.1f} s)")
+
+    def _fail(self, code: int, message: str) -> None:
+        if self.failure is None:
+            self.failure, self.code = message, code
+            self._print(f"streamlog up: {message}; stopping every stage")
+        self.stop(message)
+
+    # -- stopping --------------------------------------------------------------
+
+    def _shutdown(self, live) -> None:
+        timeout = self.app.stop_timeout
+        for replica in self.replicas:
+            if replica.proc is not None:
+                self._terminate(replica)
+            elif replica.state in ("waiting", "backoff"):
+                replica.state = "stopped"
+        deadline = time.monotonic() + timeout
+        signals = self._signals
+        while any(r.proc is not None for r in self.replicas):
+            if time.monotonic() >= deadline or self._signals > signals:  # or a second Ctrl-C
+                for replica in self.replicas:
+                    if replica.proc is not None:
+                        replica.proc.kill()
+                        replica.error = replica.error or "killed: did not stop in time"
+                deadline = float("inf")
+            self._pump(0.05)
+            self._reap()
+            if live is not None:
+                live.update(self._table())
+
+    def _terminate(self, replica: Replica) -> None:
+        replica.stop_sent = True
+        replica.state = "stopping"
+        try:
+            replica.proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    # -- idle and status -------------------------------------------------------
+
+    def _idle(self, now: float) -> bool:
+        commands = [r for r in self.replicas if r.stage.kind == "command"]
+        consumers = [r for r in self.replicas if r.stage.kind != "command"]
+        if any(r.state != "finished" for r in commands):
+            self._idle_since = None
+            return False
+        since = self._commands_done_at or 0.0
+        quiet = all(r.state == "running" and r.reported for r in consumers)
+        for replica in consumers:
+            value, measured = self.pending.value(replica.stage.name)
+            if value is None or value > 0 or measured < since:
+                quiet = False
+        if not quiet:
+            self._idle_since = None
+            return False
+        if self._idle_since is None:
+            self._idle_since = now
+        return now - self._idle_since >= self.until_idle
+
+    def _rates(self, now: float) -> None:
+        for replica in self.replicas:
+            windows = replica.total("windows")
+            then, before = replica.mark
+            if then:
+                replica.rate = max(0.0, (windows - before) / max(1e-9, now - then))
+            replica.mark = (now, windows)
+
+    def rows(self) -> list[Row]:
+        """The status table now: one :class:`~.status.Row` per replica."""
+        rows = []
+        for r in self.replicas:
+            consumer = r.stage.kind != "command"
+            pending = self.pending.value(r.stage.name)[0] if consumer else None
+            pid = r.proc.pid if r.proc is not None else None
+            rows.append(Row(r.label, pid, r.state, r.total("windows") if consumer else None,
+                            r.rate if consumer and r.state == "running" else None,
+                            r.total("items") if consumer else None, r.total("out") if consumer else None,
+                            pending, r.restarts, r.error))
+        return rows
+
+    def _table(self):
+        return rich_table(self.rows(), f"streamlog up {self.app.path.name}")
+
+    def _print(self, line: str) -> None:
+        if self._console is not None:
+            from rich.text import Text
+
+            self._console.print(Text(line), soft_wrap=True)
+        else:
+            try:
+                print(line, file=self.out, flush=True)
+            except (BrokenPipeError, ValueError):
+                pass
+
+
+def _is_tty(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def run_app(path: str | Path, stages: Sequence[str] | None = None, *, url: str | None = None,
+            until_idle: float | None = None, status_every: float | None = 5.0,
+            out: TextIO | None = None) -> tuple[int, list[Row], str | None]:
+    """Load, validate and run the pipeline file at ``path``; return ``(exit code, the final
+    status rows, why it failed or None)``. See :class:`Runner`."""
+    from .spec import load_app
+
+    runner = Runner(load_app(path), stages, url=url, until_idle=until_idle, status_every=status_every, out=out)
+    code = runner.run()
+    return code, runner.rows(), runner.failure

@@ -474,3 +474,116 @@ def test_models_of_a_dropped_and_recreated_stream_start_afresh(store):
     assert store.load_model("s", "g", "m")[::2] == (1, {"seq": "new"})
     assert [row[:3] for row in store.models("s")] == [("g", "m", 1)]
     assert model_versions(store, "s", "g", "m") == [1]
+
+
+
+def test_a_stream_recreated_by_another_client_is_seen_by_model_and_group_lookups(store, url):
+    """A long-running reader (the HTTP model service, a predict stage) must see the
+    models and groups of a stream another process dropped and created again."""
+    store.create_stream("s")
+    store.save_model("s", "g", "m", 1, {"seq": "old"})
+    assert [row[:3] for row in store.models("s")] == [("g", "m", 1)]
+    other = open_store(url)
+    try:
+        assert other.drop("s")
+        other.create_stream("s")
+        other.create_group("s", "fresh", 0)
+        other.save_model("s", "g2", "m2", 7, {"seq": "new"})
+    finally:
+        other.close()
+    assert [row[:3] for row in store.models("s")] == [("g2", "m2", 7)]
+    assert store.load_model("s", "g2", "m2")[::2] == (7, {"seq": "new"})
+    assert "fresh" in [g.name for g in store.groups("s")]
+
+# -- idempotency keys -----------------------------------------------------------
+
+
+def test_append_once_appends_a_keyed_batch_once(store):
+    store.create_stream("s")
+    store.append("s", items(2), T0)
+    first = store.append_once("s", "k1", "d1", items(3), T0)
+    assert (first.offsets, first.appended, first.digest, first.busy) == ([2, 3, 4], True, "d1", False)
+    store.append("s", items(1), T0)
+    again = store.append_once("s", "k1", "d1", items(3), T0 + 1000)  # the retry
+    assert (again.offsets, again.appended, again.digest) == ([2, 3, 4], False, "d1")
+    other = store.append_once("s", "k1", "d2", items(1), T0)  # the key, reused for another batch
+    assert (other.appended, other.digest) == (False, "d1")
+    assert store.count("s") == 6
+    assert store.read("s", 2, 3).data == items(3)
+
+
+def test_append_once_keys_belong_to_their_stream_and_expire(store):
+    store.create_stream("s")
+    store.create_stream("t")
+    assert store.append_once("s", "k", "d", items(1), T0, window_ms=1000).offsets == [0]
+    assert store.append_once("t", "k", "d", items(1), T0, window_ms=1000).appended  # another stream
+    assert not store.append_once("s", "k", "d", items(1), T0 + 1000, window_ms=1000).appended
+    late = store.append_once("s", "k", "d", items(1), T0 + 1001, window_ms=1000)  # past the window
+    assert (late.offsets, late.appended) == ([1], True)
+    assert store.append_once("s", "empty", "d", [], T0).offsets == []
+    assert store.append_once("s", "empty", "d", [], T0).appended is False
+    assert store.forget_keys(T0 + 1) == 2  # "k" of t, "empty" of s: first used at T0
+    assert store.append_once("t", "k", "d", items(1), T0 + 2).appended
+
+
+def test_append_once_arbitrates_concurrent_requests_with_one_key(store):
+    import threading
+
+    store.create_stream("s")
+    results, barrier = [], threading.Barrier(4)
+
+    def request():
+        barrier.wait()
+        results.append(store.append_once("s", "same", "d", items(5), now_ms()))
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.appended for r in results) == [False, False, False, True]
+    assert all(r.offsets == [0, 1, 2, 3, 4] for r in results)
+    assert store.count("s") == 5
+
+
+def test_drop_forgets_the_streams_keys(store):
+    store.create_stream("s")
+    store.append_once("s", "k", "d", items(2), T0)
+    assert store.drop("s")
+    store.create_stream("s")
+    again = store.append_once("s", "k", "d", items(2), T0)
+    assert (again.offsets, again.appended) == ([0, 1], True)
+
+
+@pytest.mark.mongo
+def test_append_once_takes_over_a_dead_request_and_stores_only_what_is_missing(mongo_server):
+    """MongoDB: the first request's process died after storing part of its batch (its key
+    attempt is pending and its lease lapsed): the retry stores the rest, once."""
+    import uuid
+
+    url = f"{mongo_server}/t{uuid.uuid4().hex[:12]}"
+    store = open_store(url)
+    try:
+        store.create_stream("s")
+        store.append("s", items(2), T0)
+        batch = items(5, first=100)
+        # what a request that died after its first two items left behind
+        store._keys.insert_one({"_id": "s/1/k", "s": "s", "k": "k", "a": 1, "digest": "d", "owner": "dead",
+                                "token": 12345, "last": 1, "lease": 0, "state": "pending", "offsets": None,
+                                "created": T0})
+        store._append("s", batch[:2], T0, None, 12345)
+        store.append("s", items(1, first=50), T0)  # another producer, after the dead request's items
+        once = store.append_once("s", "k", "d", batch, T0)
+        assert (once.offsets, once.appended) == ([2, 3, 5, 6, 7], True)
+        assert store.read("s", 0).data == items(2) + batch[:2] + items(1, first=50) + batch[2:]
+        assert store.append_once("s", "k", "d", batch, T0).offsets == [2, 3, 5, 6, 7]
+        # a live attempt (lease not lapsed) is waited for, then reported busy
+        store._keys.insert_one({"_id": "s/1/busy", "s": "s", "k": "busy", "a": 1, "digest": "d", "owner": "o",
+                                "token": 1, "last": 7, "lease": now_ms() + 60_000, "state": "pending",
+                                "offsets": None, "created": T0})
+        busy = store.append_once("s", "busy", "d", batch, T0, wait=0.05)
+        assert (busy.appended, busy.busy) == (False, True)
+        assert store.count("s") == 8
+    finally:
+        store.client.drop_database(url.rsplit("/", 1)[1])
+        store.close()

@@ -15,6 +15,7 @@ consumers, manage consumer groups and dead letters.
     streamlog listen tcp://127.0.0.1:9000 --stream lines        # JSON lines over TCP in
     streamlog publish sensors tcp://127.0.0.1:9001              # … and out
     streamlog up app.toml                         # every stage of a pipeline file, supervised
+    streamlog serve                               # HTTP API + live dashboard on 127.0.0.1:8765
 
 Global options ``--url`` (default: ``$STREAMLOG_URL``, then the embedded file database),
 ``--format table|json|csv`` and ``-v`` go before the command or after it.
@@ -24,7 +25,7 @@ code), :mod:`.common` (settings, clients, checks, confirmation), :mod:`.output`
 (tables, JSON, CSV), and one module per command group: :mod:`.inspect` (``ls``,
 ``info``, ``tail``), :mod:`.append`, :mod:`.run`, :mod:`.maintain` (``trim``, ``drop``),
 :mod:`.groups` (``group …``), :mod:`.redrive`, :mod:`.bridges` (``bridge``, ``listen``,
-``publish``), :mod:`.up`. The commands do no domain work of their
+``publish``), :mod:`.up`, :mod:`.serve`. The commands do no domain work of their
 own: everything comes from the public API (``streamlog.Client``, ``Stream``, group
 handles).
 
@@ -35,7 +36,7 @@ only by the commands that need them.
 from __future__ import annotations
 
 # Importing the command modules registers their commands, in this order (of the help).
-from . import inspect, append, run, maintain, redrive, groups, bridges, up  # noqa: F401,I001
+from . import inspect, append, run, maintain, redrive, groups, bridges, up, serve  # noqa: F401,I001
 from .app import app, main
 from .maintain import parse_duration
 

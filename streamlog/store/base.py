@@ -15,7 +15,10 @@ is deliberately narrow, as huey's ``BaseStorage`` is:
   takeover of the same attempt exclude each other (fencing); :meth:`renew` and
   :meth:`release` update an attempt that only its owner writes;
   :meth:`expired` finds attempts to reclaim and :meth:`supersede` retires one;
-* **models** — insert-only learner checkpoints.
+* **models** — insert-only learner checkpoints;
+* **idempotency keys** — :meth:`append_once` appends a batch at most once per
+  ``(stream, key)`` within :data:`KEY_WINDOW_MS`, so a client's retried request (the
+  HTTP ``Idempotency-Key``) stores nothing twice.
 
 Coordination rule (see docs/architecture.md): concurrent clients coordinate
 *only* through inserts into unique keys — item offsets and claim attempts.
@@ -27,6 +30,7 @@ Times are integer milliseconds since the Unix epoch (UTC) throughout.
 
 from __future__ import annotations
 
+import time as _time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +45,11 @@ OPEN_STATES = (ACTIVE, FAILED)
 DEFAULT_GROUP = "default"
 #: learner checkpoints kept per (stream, group, model): the newest this many versions
 KEEP_MODEL_VERSIONS = 3
+#: how long an idempotency key is remembered (ms, from its first use): a retry within this
+#: window is answered from the first request's record; after it the key is new again
+KEY_WINDOW_MS = 24 * 3600 * 1000
+#: seconds between two prunes of expired idempotency keys by one store instance
+KEY_PRUNE_EVERY = 60.0
 
 
 @dataclass(slots=True)
@@ -113,6 +122,40 @@ class Claim:
     @property
     def key(self) -> tuple[str, str, int, int]:
         return (self.stream, self.group, self.seq, self.attempt)
+
+
+@dataclass(slots=True)
+class Once:
+    """What :meth:`Store.append_once` did with a key.
+
+    ``appended``: this call stored the batch (``offsets`` are its items'). Otherwise the
+    key was known and nothing was stored: ``offsets`` are the first request's and
+    ``digest`` the one saved with the key (a different digest means the key was reused
+    for another batch: the caller refuses it); ``busy``: the first request is still being
+    appended by another process (MongoDB) after the caller's wait — try again later.
+    """
+
+    offsets: list[int]
+    appended: bool
+    digest: str
+    busy: bool = False
+
+
+def offset_ranges(offsets: list[int]) -> list[int]:
+    """Offsets as a flat list of inclusive ranges ``[lo, hi, lo, hi, …]`` (compact, and no
+    list inside a list, which FerretDB v1 cannot store)."""
+    flat: list[int] = []
+    for offset in offsets:
+        if flat and flat[-1] + 1 == offset:
+            flat[-1] = offset
+        else:
+            flat += [offset, offset]
+    return flat
+
+
+def range_offsets(flat: list[int]) -> list[int]:
+    """Inverse of :func:`offset_ranges`."""
+    return [o for i in range(0, len(flat) - 1, 2) for o in range(flat[i], flat[i + 1] + 1)]
 
 
 class Store(ABC):
@@ -303,7 +346,42 @@ class Store(ABC):
     def models(self, name: str) -> list[tuple[str, str, int, int]]:
         """Newest checkpoint of each model: ``(group, model, seq, saved_ms)``."""
 
+    # -- idempotency keys ------------------------------------------------------
+
+    @abstractmethod
+    def append_once(self, name: str, key: str, digest: str, items: list[dict], time: int,
+                    encoded: list[bytes] | None = None, *, window_ms: int = KEY_WINDOW_MS,
+                    wait: float = 30.0) -> Once:
+        """:meth:`append`, unless ``key`` was used on this stream in the last ``window_ms``
+        (measured from ``time``, the batch's append time, against the key's first use).
+
+        The first call with a key appends and records the key with ``digest`` (the caller's
+        fingerprint of the batch) and the offsets; every later call within the window
+        appends nothing and returns that record — also when it runs concurrently with the
+        first, in any process: the key is arbitrated by a unique insert. A call that finds
+        the first still in progress waits up to ``wait`` seconds for its offsets (then
+        ``busy``). If the first caller died mid-way, a later one takes over and stores only
+        the items that are missing (MongoDB: found by the dead attempt's batch token), so
+        each item of the batch is stored once. Expired keys are pruned as calls go (at most
+        once a minute per store instance).
+        """
+
+    @abstractmethod
+    def forget_keys(self, older_than: int) -> int:
+        """Delete idempotency keys first used before ``older_than`` (ms); returns how many."""
+
+    def _prune_keys_maybe(self, now: int, window_ms: int) -> None:
+        tick = _time.monotonic()
+        if tick < getattr(self, "_keys_pruned_until", 0.0):
+            return
+        self._keys_pruned_until = tick + KEY_PRUNE_EVERY
+        self.forget_keys(now - window_ms)
+
     # -- lifecycle ----------------------------------------------------------
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached now (a quick check, no retries)."""
+        self.streams()
 
     def close(self) -> None:
         """Release connections."""

@@ -9,6 +9,8 @@ Collections in the URL's database (see docs/architecture.md):
   owner, lease, state, open, error, created}``; index ``(g, q, k)`` for the chain
   head, ``(g, open, lease)`` for reclaiming
 * ``models``           ``{_id: "<stream>/<group>/<model>/<seq:012>", s, g, m, q, saved, state}``
+* ``idempotency``      ``{_id: "<stream>/<attempt>/<key>", s, k, a, digest, owner, token, last, lease,
+  state, offsets, created}``: one document per attempt at appending a keyed batch
 
 Why it is correct without transactions or isolated updates: the two things
 concurrent clients compete for are both ``_id`` values, and a duplicate ``_id`` is
@@ -72,8 +74,8 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
 from ..config import mask_url, retry_timeout
 from ..errors import BadURLError, UnknownStreamError, UnreachableError
 from ..items import now_ms
-from .base import (COMMITTED, DEFAULT_GROUP, FAILED, KEEP_MODEL_VERSIONS, OPEN_STATES, Batch, Claim, Group, Store,
-                   StreamRecord)
+from .base import (COMMITTED, DEFAULT_GROUP, FAILED, KEEP_MODEL_VERSIONS, KEY_WINDOW_MS, OPEN_STATES, Batch, Claim,
+                   Group, Once, Store, StreamRecord, offset_ranges, range_offsets)
 
 log = logging.getLogger("streamlog")
 
@@ -87,6 +89,9 @@ TRIM_FENCE = 2.0
 #: items per insert command: bounds how long after its verification a chunk is sent
 CHUNK_ITEMS = 10_000
 CHUNK_BYTES = 8 * 1024 * 1024
+#: seconds an idempotent append holds its key before another process may take it over,
+#: on top of the retry timeout (an append may ride out an outage that long)
+KEY_LEASE = 30.0
 
 
 class _PlainInt(TypeDecoder):
@@ -209,6 +214,8 @@ class MongoStore(Store):
         self._streams = self.db["streams"]
         self._groups = self.db["groups"]
         self._models = self.db["models"]
+        self._keys = self.db["idempotency"]
+        self._keys_indexed = False
         # optimistic next offset per stream, and when it was verified (time.monotonic)
         self._next: dict[str, tuple[int, float]] = {}
         self._observed: dict[str, tuple[int, float]] = {}  # trim's last-offset observations
@@ -242,6 +249,9 @@ class MongoStore(Store):
 
     def close(self) -> None:
         self.client.close()
+
+    def ping(self) -> None:
+        self.client.admin.command("ping")  # no retries: a health check wants the answer now
 
     def _items(self, name: str):
         return self.db[f"items.{name}"]
@@ -314,6 +324,7 @@ class MongoStore(Store):
         self._claims(name).drop()
         self._groups.delete_many({"s": name})
         self._models.delete_many({"s": name})
+        self._keys.delete_many({"s": name})
         self._streams.delete_one({"_id": name})
         self._forget(name)
         return not doc.get("dropping")
@@ -339,12 +350,15 @@ class MongoStore(Store):
         return mine
 
     def append(self, name: str, items: list[dict], time: int, encoded: list[bytes] | None = None) -> list[int]:
+        return self._append(name, items, time, encoded, random.getrandbits(62))
+
+    def _append(self, name: str, items: list[dict], time: int, encoded: list[bytes] | None, token: int) -> list[int]:
+        """:meth:`append` with the batch token given (idempotent appends record it first)."""
         n = len(items)
         if not n:
             return []
         coll = self._items(name)
         when = _EPOCH + timedelta(milliseconds=time)
-        token = random.getrandbits(62)
         sizes = [len(e) for e in encoded] if encoded is not None else None
         offsets: list[int] = []
         done = 0
@@ -640,3 +654,101 @@ class MongoStore(Store):
             if key not in newest or d["q"] > newest[key][2]:
                 newest[key] = (d["g"], d["m"], d["q"], d["saved"])
         return [newest[k] for k in sorted(newest)]
+
+    # -- idempotency keys -------------------------------------------------------
+    #
+    # One document per attempt at a keyed batch, ``_id`` "<stream>/<attempt>/<key>": the
+    # unique insert of attempt 1 decides which request appends. Its document records the
+    # batch token and the newest offset before the append, and after it the offsets
+    # (state "done"). Another request with the key waits for "done"; if the attempt's lease
+    # lapses first (its process died), the next attempt is inserted (unique again) and
+    # its owner finds the items the dead attempts stored — documents after their recorded
+    # offset that carry their token, a prefix of the batch — and appends only the rest.
+    # Every update is to a document that only its owner writes.
+
+    def _index_keys(self) -> None:
+        if not self._keys_indexed:
+            self._keys.create_index([("s", 1), ("k", 1)])
+            self._keys.create_index([("created", 1)])
+            self._keys_indexed = True
+
+    @_retried
+    def _key_attempts(self, name: str, key: str, cutoff: int) -> list[dict]:
+        docs = list(self._keys.find({"s": name, "k": key}).sort("a", 1))
+        if docs and docs[0]["created"] < cutoff:  # expired: the key is new again
+            self._keys.delete_many({"s": name, "k": key, "created": {"$lt": cutoff}})
+            return []
+        return docs
+
+    def _reserve_key(self, name: str, key: str, digest: str, attempt: int, created: int) -> dict | None:
+        """Insert attempt ``attempt`` of the key; None when another request holds it."""
+        doc = {"_id": f"{name}/{attempt}/{key}", "s": name, "k": key, "a": attempt, "digest": digest,
+               "owner": uuid.uuid4().hex, "token": random.getrandbits(62), "last": self.last_offset(name),
+               "lease": now_ms() + int((self.retry_timeout + KEY_LEASE) * 1000), "state": "pending",
+               "offsets": None, "created": created}
+        outage = None
+        suspect = False  # an earlier try may have been applied before the connection dropped
+        while True:
+            try:
+                self._keys.insert_one(doc)
+                return doc
+            except DuplicateKeyError:
+                if suspect:
+                    found = self._keys.find_one({"_id": doc["_id"]}, {"owner": 1})
+                    if found is not None and found.get("owner") == doc["owner"]:
+                        return doc
+                return None
+            except PyMongoError as exc:
+                outage = outage or self._outage()
+                outage.wait(exc)
+                suspect = True
+
+    @_retried
+    def _stored_by(self, name: str, attempt: dict, limit: int) -> list[int]:
+        """Offsets of the items a (lapsed) attempt stored: after its recorded offset, its token."""
+        after = attempt.get("last")
+        query = {"_id": {"$gt": -1 if after is None else after}, "b": attempt["token"]}
+        return [d["_id"] for d in self._items(name).find(query, {"_id": 1}).sort("_id", 1).limit(limit)]
+
+    @_retried
+    def _finish_key(self, doc: dict, offsets: list[int]) -> None:
+        self._keys.update_one({"_id": doc["_id"]},
+                              {"$set": {"state": "done", "offsets": offset_ranges(offsets), "lease": 0}})
+
+    def append_once(self, name: str, key: str, digest: str, items: list[dict], time: int,
+                    encoded: list[bytes] | None = None, *, window_ms: int = KEY_WINDOW_MS,
+                    wait: float = 30.0) -> Once:
+        self._index_keys()
+        deadline = _time.monotonic() + wait
+        delay = 0.005
+        while True:
+            attempts = self._key_attempts(name, key, time - window_ms)
+            if attempts and attempts[0]["digest"] != digest:
+                return Once([], False, attempts[0]["digest"])  # the key was used for another batch
+            done = next((a for a in attempts if a["state"] == "done"), None)
+            if done is not None:
+                return Once(range_offsets(done["offsets"]), False, done["digest"])
+            if attempts and attempts[-1]["lease"] > now_ms():  # the first request is appending
+                if _time.monotonic() >= deadline:
+                    return Once([], False, digest, busy=True)
+                _time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                continue
+            mine = self._reserve_key(name, key, digest, attempts[-1]["a"] + 1 if attempts else 1,
+                                     attempts[0]["created"] if attempts else time)
+            if mine is None:
+                continue  # another request took it: wait for that one
+            offsets: list[int] = []
+            for lapsed in attempts:  # their items are a prefix of the batch, in order
+                offsets += self._stored_by(name, lapsed, len(items) - len(offsets))
+            if len(offsets) < len(items):
+                rest = len(offsets)
+                offsets += self._append(name, items[rest:], time, None if encoded is None else encoded[rest:],
+                                        mine["token"])
+            self._finish_key(mine, offsets)
+            self._prune_keys_maybe(time, window_ms)
+            return Once(offsets, True, digest)
+
+    @_retried
+    def forget_keys(self, older_than: int) -> int:
+        return self._keys.delete_many({"created": {"$lt": older_than}}).deleted_count

@@ -39,8 +39,8 @@ import orjson
 
 from ..errors import BadURLError, NoDatabaseError, UnknownStreamError, UnreachableError
 from ..items import decode, encode, now_ms
-from .base import (COMMITTED, DEFAULT_GROUP, FAILED, KEEP_MODEL_VERSIONS, OPEN_STATES, Batch, Claim, Group,
-                   Store, StreamRecord)
+from .base import (COMMITTED, DEFAULT_GROUP, FAILED, KEEP_MODEL_VERSIONS, KEY_WINDOW_MS, OPEN_STATES, Batch,
+                   Claim, Group, Once, Store, StreamRecord, offset_ranges, range_offsets)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -65,6 +65,15 @@ CREATE TABLE IF NOT EXISTS models (
     state BLOB NOT NULL,
     PRIMARY KEY (sid, grp, name, seq)
 );
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    sid INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    offsets TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (sid, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created);
 """
 
 # Claims live in a companion file, "<database>-claims": a producer's long write
@@ -224,6 +233,21 @@ class SQLiteStore(Store):
             raise UnknownStreamError(f"no stream named {name!r}")
         return sid
 
+    def _fresh(self, name: str) -> int | None:
+        """The stream's current id, looked up (one index probe), never the cached one.
+
+        The hot paths (items, claims) trust the cache and notice a drop by its missing
+        table; lookups an operator or a model reader makes must also see a stream that
+        another process dropped and created again under the same name."""
+        self._sids.pop(name, None)
+        return self._sid(name)
+
+    def _need_fresh(self, name: str) -> int:
+        sid = self._fresh(name)
+        if sid is None:
+            raise UnknownStreamError(f"no stream named {name!r}")
+        return sid
+
     def create_stream(self, name: str) -> StreamRecord:
         con = self._con()
         row = con.execute("SELECT id, created, options FROM streams WHERE name=?", (name,)).fetchone()
@@ -265,7 +289,7 @@ class SQLiteStore(Store):
                 return False
             sid = row[0]
             con.execute(f"DROP TABLE IF EXISTS items_{sid}")
-            for table in ("groups", "models"):
+            for table in ("groups", "models", "idempotency_keys"):
                 con.execute(f"DELETE FROM {table} WHERE sid=?", (sid,))
             con.execute("DELETE FROM streams WHERE id=?", (sid,))
         # Stream ids are never reused, so claims left by a crash right here are inert.
@@ -302,19 +326,53 @@ class SQLiteStore(Store):
                     (time, rows[0]))
                 return [cur.lastrowid]
             with self._write() as con:
-                last = con.execute(f"SELECT max(off) FROM items_{sid}").fetchone()[0]
-                first = 0 if last is None else last + 1
-                con.executemany(
-                    f"INSERT INTO items_{sid} (off, ts, data) VALUES (?, ?, ?)",
-                    zip(range(first, first + len(rows)), repeat(time), rows),
-                )
-            return list(range(first, first + len(rows)))
+                return self._insert(con, sid, rows, time)
 
         try:
             return self._items_call(name, run)
         except UnknownStreamError:
             # Dropped (by any process): the same on every backend, see Store.append.
             raise UnknownStreamError(f"stream {name!r} was dropped") from None
+
+    @staticmethod
+    def _insert(con: sqlite3.Connection, sid: int, rows: list[bytes], time: int) -> list[int]:
+        """Insert encoded items after the newest offset (inside the caller's write transaction)."""
+        last = con.execute(f"SELECT max(off) FROM items_{sid}").fetchone()[0]
+        first = 0 if last is None else last + 1
+        con.executemany(
+            f"INSERT INTO items_{sid} (off, ts, data) VALUES (?, ?, ?)",
+            zip(range(first, first + len(rows)), repeat(time), rows),
+        )
+        return list(range(first, first + len(rows)))
+
+    def append_once(self, name: str, key: str, digest: str, items: list[dict], time: int,
+                    encoded: list[bytes] | None = None, *, window_ms: int = KEY_WINDOW_MS,
+                    wait: float = 30.0) -> Once:
+        # The key's row and the items in one transaction: a concurrent call with the same key
+        # queues on the write lock and then finds the row; a crash leaves neither.
+        rows = encoded if encoded is not None else [encode(item) for item in items]
+
+        def run(sid: int) -> Once:
+            with self._write() as con:
+                found = con.execute("SELECT digest, offsets, created FROM idempotency_keys WHERE sid=? AND key=?",
+                                    (sid, key)).fetchone()
+                if found is not None and found[2] >= time - window_ms:
+                    return Once(range_offsets(orjson.loads(found[1])), False, found[0])
+                offsets = self._insert(con, sid, rows, time) if rows else []
+                con.execute("INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
+                            (sid, key, digest, orjson.dumps(offset_ranges(offsets)).decode(), time))
+            return Once(offsets, True, digest)
+
+        try:
+            once = self._items_call(name, run)
+        except UnknownStreamError:
+            raise UnknownStreamError(f"stream {name!r} was dropped") from None
+        self._prune_keys_maybe(time, window_ms)
+        return once
+
+    def forget_keys(self, older_than: int) -> int:
+        with self._write() as con:
+            return con.execute("DELETE FROM idempotency_keys WHERE created < ?", (older_than,)).rowcount
 
     def read(self, name: str, start: int = 0, limit: int | None = None, end: int | None = None) -> Batch:
         def run(sid: int) -> Batch:
@@ -368,7 +426,7 @@ class SQLiteStore(Store):
     # -- groups ---------------------------------------------------------------
 
     def create_group(self, name: str, group: str, start: int) -> Group:
-        sid = self._need(name)
+        sid = self._need_fresh(name)
         con = self._con()
         with self._write(con):
             con.execute("INSERT OR IGNORE INTO groups VALUES (?, ?, ?, ?)", (sid, group, start, now_ms()))
@@ -376,7 +434,7 @@ class SQLiteStore(Store):
         return Group(name, group, row[0], row[1])
 
     def groups(self, name: str) -> list[Group]:
-        sid = self._need(name)
+        sid = self._need_fresh(name)
         rows = self._con().execute("SELECT name, start, created FROM groups WHERE sid=? ORDER BY name", (sid,))
         return [Group(name, g, s, c) for g, s, c in rows]
 
@@ -457,7 +515,7 @@ class SQLiteStore(Store):
         return self._claims(name, rows)
 
     def open_claims(self, name: str, group: str | None = None) -> list[Claim]:
-        sid = self._need(name)
+        sid = self._need_fresh(name)
         if group is None:
             rows = self._ccon().execute(
                 f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND open=1 ORDER BY grp, seq, attempt", (sid,))
@@ -479,7 +537,7 @@ class SQLiteStore(Store):
     # -- models ---------------------------------------------------------------
 
     def save_model(self, name: str, group: str, model: str, seq: int, state: dict) -> None:
-        sid = self._need(name)
+        sid = self._need_fresh(name)
         blob = orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY)
         with self._write() as con:
             con.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?)",
@@ -492,7 +550,7 @@ class SQLiteStore(Store):
             )
 
     def load_model(self, name: str, group: str, model: str) -> tuple[int, int, dict] | None:
-        sid = self._sid(name)
+        sid = self._fresh(name)
         if sid is None:
             return None
         row = self._con().execute(
@@ -502,7 +560,7 @@ class SQLiteStore(Store):
         return (row[0], row[1], orjson.loads(row[2])) if row else None
 
     def models(self, name: str) -> list[tuple[str, str, int, int]]:
-        sid = self._need(name)
+        sid = self._need_fresh(name)
         rows = self._con().execute(
             "SELECT grp, name, max(seq), saved FROM models WHERE sid=? GROUP BY grp, name ORDER BY grp, name",
             (sid,),

@@ -1,0 +1,374 @@
+"""The HTTP API in process (the framework's test client), on both backends: every route,
+ingest errors, idempotent retries, read-only reads, SSE follow and resume, the model
+service, metrics, the token and CORS."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import streamlog
+from streamlog.consumers import OnlineKMeans, OnlineLinearRegression
+from streamlog.serve import create_app
+from streamlog.serve import follow as follow_module
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+JSON = {"Content-Type": "application/json"}
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+def client_for(app):
+    from fastapi.testclient import TestClient
+
+    return TestClient(app)
+
+
+@pytest.fixture
+def api(url):
+    app = create_app(url)
+    with client_for(app) as http:
+        yield http
+    app.state.service.client.close()
+
+
+def stored(url: str, name: str) -> list[dict]:
+    return [r["data"] for r in streamlog.connect(url).get(name).read(limit=None)]
+
+
+def sse_events(response, count: int) -> list[dict]:
+    """The first ``count`` events (``id``, ``event``, ``data``) of an SSE response; comments
+    are returned as ``{"comment": text}``."""
+    if not hasattr(response, "sse_lines"):  # one line iterator per response, read bit by bit
+        response.sse_lines = response.iter_lines()
+    events, current = [], {}
+    for line in response.sse_lines:
+        if line.startswith(":"):
+            events.append({"comment": line[1:].strip()})
+        elif line == "":
+            if current:
+                events.append(current)
+                current = {}
+        else:
+            field, _, value = line.partition(": ")
+            current[field] = value
+        if len(events) >= count:
+            return events
+    return events
+
+
+def offsets_of(events: list[dict]) -> list[int]:
+    return [int(e["id"]) for e in events if "id" in e]
+
+
+# -- ingest ---------------------------------------------------------------------------
+
+
+def test_ingest_a_json_array_one_object_and_ndjson(api, url):
+    r = api.post("/streams/s/items", json=[{"x": 1}, {"x": 2, "tags": ["a"]}])
+    assert (r.status_code, r.json()) == (200, {"offsets": [0, 1], "count": 2})
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert api.post("/streams/s/items", json={"x": 3}).json()["offsets"] == [2]
+    r = api.post("/streams/s/items", content=b'{"x": 4}\n\n{"x": 5}\r\n', headers=NDJSON)
+    assert r.json() == {"offsets": [3, 4], "count": 2}
+    assert stored(url, "s") == [{"x": 1}, {"x": 2, "tags": ["a"]}, {"x": 3}, {"x": 4}, {"x": 5}]
+
+
+@pytest.mark.parametrize("body, headers, status, message", [
+    (b'[{"x": 1}, {"$bad": 2}]', JSON, 400, "item 1: item key '$bad'"),
+    (b'[{"x": 1}, 7]', JSON, 400, "item 1: an item must be a dict, not int"),
+    (b'[{"x": 123456789012345678901234}]', JSON, 400, "item 0: item value at x is an integer outside the 64-bit"),
+    (b'[{"x": 1}', JSON, 400, "not valid JSON"),
+    (b'"text"', JSON, 400, "must be a JSON array of objects"),
+    (b'{"x": 1}\n{"x": 2}\n{"x": }\n', NDJSON, 400, "line 3: not valid JSON"),
+    (b'{"x": 1}\n\n[1, 2]\n', NDJSON, 400, "line 3: an item must be a dict"),
+    (b'x=1', {"Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported Content-Type"),
+    (b'[{"x": 1}]', {}, 415, "unsupported Content-Type '(none)'"),
+])
+def test_a_bad_body_appends_nothing_and_says_why(api, url, body, headers, status, message):
+    api.post("/streams/s/items", json=[{"ok": True}])
+    r = api.post("/streams/s/items", content=body, headers=headers)
+    assert r.status_code == status
+    assert message in r.json()["error"] and "\n" not in r.json()["error"]
+    assert stored(url, "s") == [{"ok": True}]
+
+
+def test_an_item_over_one_mib_and_a_body_over_the_limit(url):
+    app = create_app(url, max_body=2 * 1024 * 1024)
+    with client_for(app) as http:
+        big = b'[{"x": 1}, {"s": "' + b"a" * (1024 * 1024) + b'"}]'
+        r = http.post("/streams/s/items", content=big, headers=JSON)
+        assert r.status_code == 400 and r.json()["error"].startswith("item 1: the item is")
+        r = http.post("/streams/s/items", content=b"[" + b'{"x": 1},' * 300_000 + b'{"x": 1}]', headers=JSON)
+        assert r.status_code == 413 and "--max-body" in r.json()["error"]
+        assert http.get("/streams/s").status_code == 404  # a refused first request creates nothing
+    app.state.service.client.close()
+
+
+def test_a_retried_request_with_an_idempotency_key_appends_nothing(api, url):
+    key = {"Idempotency-Key": "order-17", **JSON}
+    first = api.post("/streams/s/items", content=b'[{"n": 1}, {"n": 2}]', headers=key)
+    assert first.json()["offsets"] == [0, 1] and "idempotent-replayed" not in first.headers
+    api.post("/streams/s/items", json=[{"other": 1}])
+    retry = api.post("/streams/s/items", content=b'[{"n": 1}, {"n": 2}]', headers=key)
+    assert retry.status_code == 200 and retry.json()["offsets"] == [0, 1]
+    assert retry.headers["idempotent-replayed"] == "true"
+    reused = api.post("/streams/s/items", content=b'[{"n": 3}]', headers=key)
+    assert reused.status_code == 409 and "different body" in reused.json()["error"]
+    bad = api.post("/streams/s/items", json=[{"n": 1}], headers={"Idempotency-Key": "has space"})
+    assert bad.status_code == 400
+    ndjson = {"Idempotency-Key": "lines-1", **NDJSON}
+    assert api.post("/streams/s/items", content=b'{"n": 9}\n', headers=ndjson).json()["offsets"] == [3]
+    assert api.post("/streams/s/items", content=b'{"n": 9}\n', headers=ndjson).json()["offsets"] == [3]
+    assert stored(url, "s") == [{"n": 1}, {"n": 2}, {"other": 1}, {"n": 9}]
+
+
+def test_concurrent_requests_with_one_key_append_once(api, url):
+    headers = {"Idempotency-Key": "same", **JSON}
+    answers, barrier = [], threading.Barrier(4)
+
+    def send():
+        barrier.wait()
+        answers.append(api.post("/streams/s/items", content=b'[{"a": 1}, {"a": 2}, {"a": 3}]', headers=headers))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [a.status_code for a in answers] == [200] * 4
+    assert all(a.json()["offsets"] == [0, 1, 2] for a in answers)
+    assert sorted(a.headers.get("idempotent-replayed", "no") for a in answers) == ["no", "true", "true", "true"]
+    assert stored(url, "s") == [{"a": 1}, {"a": 2}, {"a": 3}]
+
+
+# -- read -------------------------------------------------------------------------------
+
+
+def test_streams_and_info_are_what_ls_and_info_show(api, url):
+    stream = streamlog.connect(url).stream("s")
+    stream.extend([{"x": i} for i in range(5)])
+    stream.group("late", start="latest")
+    listed = api.get("/streams").json()
+    assert [s["name"] for s in listed] == ["s"]
+    info = api.get("/streams/s").json()
+    assert listed[0] == info
+    assert (info["length"], info["first_offset"], info["last_offset"]) == (5, 0, 4)
+    assert info["pending"] == {"default": 5, "late": 0}
+    assert info["groups"]["default"]["pending"] == 5 and info["url"] == streamlog.connect(url).store.url
+
+
+def test_reading_creates_nothing_and_changes_no_state(api, url):
+    stream = streamlog.connect(url).stream("s")
+    stream.extend([{"x": i} for i in range(30)])
+    page = api.get("/streams/s/items", params={"start": 10, "limit": 5}).json()
+    assert [i["offset"] for i in page["items"]] == [10, 11, 12, 13, 14] and page["next"] == 15
+    assert page["items"][0]["data"] == {"x": 10} and page["items"][0]["timestamp"].endswith("+00:00")
+    assert api.get("/streams/s/items", params={"start": 28, "end": 40}).json()["next"] == 30
+    assert api.get("/streams/s/items", params={"start": 99}).json() == {"items": [], "next": 99}
+    assert api.get("/streams/s/items", params={"limit": 0}).json()["items"] == []
+    assert stream.info()["pending"] == {"default": 30}
+    for path in ("/streams/nope", "/streams/nope/items", "/streams/nope/follow"):
+        r = api.get(path)
+        assert r.status_code == 404 and "no stream named 'nope'" in r.json()["error"]
+    assert api.get("/streams/bad$name").status_code == 400
+    r = api.get("/streams/s/items", params={"limit": 10_001})
+    assert r.status_code == 400 and r.json()["error"].startswith("limit:")
+    assert streamlog.connect(url).streams() == ["s"]
+
+
+# -- follow ------------------------------------------------------------------------------
+
+
+def test_follow_sends_one_event_per_item_and_resumes_after_last_event_id(api, url):
+    stream = streamlog.connect(url).stream("s")
+    stream.extend([{"n": i} for i in range(5)])
+    with api.stream("GET", "/streams/s/follow", params={"start": "earliest"}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        first = sse_events(r, 4)
+    assert first[0] == {"retry": "1000"}
+    assert offsets_of(first) == [0, 1, 2]
+    assert [int(e["id"]) for e in first[1:]] == [0, 1, 2]
+    import json
+    assert json.loads(first[1]["data"])["data"] == {"n": 0}
+    # the browser reconnects with the last id it saw: nothing skipped, nothing repeated,
+    # including items appended while it was away and while it follows
+    stream.extend([{"n": 5}, {"n": 6}])
+    with api.stream("GET", "/streams/s/follow", params={"start": "earliest"}, headers={"Last-Event-ID": "2"}) as r:
+        events = sse_events(r, 5)  # retry, 3, 4, 5, 6
+        assert offsets_of(events) == [3, 4, 5, 6]
+        api.post("/streams/s/items", json=[{"n": 7}, {"n": 8}])
+        assert offsets_of(sse_events(r, 2)) == [7, 8]
+    assert api.get("/streams/s/follow", headers={"Last-Event-ID": "x"}).status_code == 400
+
+
+def test_follow_starts_after_the_newest_item_by_default_and_keeps_alive(api, url, monkeypatch):
+    monkeypatch.setattr(follow_module, "KEEPALIVE", 0.05)
+    stream = streamlog.connect(url).stream("s")
+    stream.extend([{"old": True}])
+    with api.stream("GET", "/streams/s/follow") as r:
+        assert sse_events(r, 2)[1] == {"comment": "keep-alive"}
+        stream.append({"new": True})
+        event = next(e for e in sse_events(r, 3) if "id" in e)
+    assert event["id"] == "1" and '"new":true' in event["data"]
+
+
+def test_follow_ends_when_the_stream_is_dropped(api, url):
+    client = streamlog.connect(url)
+    client.stream("s").append({"x": 1})
+    with api.stream("GET", "/streams/s/follow", params={"start": "earliest"}) as r:
+        assert offsets_of(sse_events(r, 2)) == [0]
+        client.get("s").drop()
+        end = sse_events(r, 1)[0]
+    assert end["event"] == "end" and "dropped" in end["data"]
+
+
+# -- models -------------------------------------------------------------------------------
+
+
+def labelled(n: int, seed: int = 0) -> list[dict]:
+    x = np.random.default_rng(seed).uniform(-1, 1, size=(n, 2))
+    return [{"x1": a, "x2": b, "y": 2 * a - b + 0.5} for a, b in x.tolist()]
+
+
+def test_model_summary_predictions_and_follow_after_a_learner_consumed_windows(api, url):
+    stream = streamlog.connect(url).stream("s")
+    stream.extend(labelled(40))
+    model = OnlineLinearRegression(["x1", "x2"], "y", name="reg")
+    assert streamlog.streaming("s", size=20, group="g", blocking=False, url=url).apply(model) == 2
+    listed = api.get("/models").json()
+    assert [(m["stream"], m["group"], m["name"], m["seq"]) for m in listed] == [("s", "g", "reg", 2)]
+    summary = api.get("/streams/s/models/g/reg").json()
+    assert (summary["kind"], summary["seq"], summary["n_seen"], summary["target"]) == (
+        "OnlineLinearRegression", 2, 40, "y")
+    assert summary["summary"]["coef"] == pytest.approx({"x1": 2.0, "x2": -1.0})
+    r = api.post("/streams/s/models/g/reg/predict", json=[{"x1": 1.0, "x2": 0.0}, {"x1": 0.0, "x2": 1.0}])
+    assert r.json()["model"]["seq"] == 2 and r.json()["predictions"] == pytest.approx([2.5, -0.5])
+    missing = api.post("/streams/s/models/g/reg/predict", json=[{"x1": 1.0}])
+    assert missing.status_code == 400 and "'x2'" in missing.json()["error"]
+    assert api.post("/streams/s/models/g/reg/predict", json=[{"x1": 1.0, "x2": None}]).status_code == 400
+    assert api.get("/streams/s/models/g/nope").status_code == 404
+    assert api.post("/streams/s/models/g/nope/predict", json=[{"x1": 1}]).status_code == 404
+    assert api.get("/streams/nope/models/g/reg").status_code == 404
+    with api.stream("GET", "/streams/s/models/g/reg/follow") as r:
+        first = [e for e in sse_events(r, 2) if "id" in e][0]
+        assert '"seq":2' in first["data"]
+        # a newer checkpoint lands: the next event is it, and predictions come from it
+        stream.extend([dict(row, y=row["y"] + 10) for row in labelled(20, seed=1)])
+        assert streamlog.streaming("s", size=20, group="g", blocking=False, url=url).apply(model) == 1
+        newer = [e for e in sse_events(r, 1) if "id" in e][0]
+    assert '"seq":3' in newer["data"] and '"n_seen":60' in newer["data"]
+    assert int(newer["id"]) > int(first["id"])  # ids are save times: they only grow
+    assert api.post("/streams/s/models/g/reg/predict", json={"x1": 0, "x2": 0}).json()["model"]["seq"] == 3
+    # The stream is dropped and created again: a client resuming with the old model's last
+    # id still gets the new model's first checkpoint (window 1 < 3, saved later).
+    stream.drop()
+    stream = streamlog.connect(url).stream("s")
+    stream.extend(labelled(20, seed=2))
+    fresh = OnlineLinearRegression(["x1", "x2"], "y", name="reg")
+    assert streamlog.streaming("s", size=20, group="g", blocking=False, url=url).apply(fresh) == 1
+    with api.stream("GET", "/streams/s/models/g/reg/follow", headers={"Last-Event-ID": newer["id"]}) as r:
+        resumed = [e for e in sse_events(r, 2) if "id" in e][0]
+    assert '"seq":1' in resumed["data"] and '"n_seen":20' in resumed["data"]
+
+
+def test_kmeans_predictions_are_the_cluster_and_its_distance(api, url):
+    stream = streamlog.connect(url).stream("s")
+    points = [{"a": float(c) + d, "b": float(c)} for c in (0, 10) for d in (-0.1, 0.1)] * 5
+    stream.extend(points)
+    model = OnlineKMeans(2, ["a", "b"], name="km")
+    streamlog.streaming("s", size=20, group="k", blocking=False, url=url).apply(model)
+    summary = api.get("/streams/s/models/k/km").json()
+    assert summary["kind"] == "OnlineKMeans" and len(summary["summary"]["centers"]) == 2
+    out = api.post("/streams/s/models/k/km/predict", json=[{"a": 0, "b": 0}, {"a": 10, "b": 10}]).json()
+    near, far = out["predictions"]
+    assert near["cluster"] != far["cluster"] and near["distance"] == pytest.approx(0, abs=0.2)
+
+
+# -- metrics, health, security ---------------------------------------------------------------
+
+
+def test_metrics_parse_as_prometheus_text(api, url):
+    stream = streamlog.connect(url).stream("s")
+    stream.extend(labelled(35))
+    streamlog.streaming("s", size=10, group="g", blocking=False, url=url).apply(
+        OnlineLinearRegression(["x1", "x2"], "y", name="reg"))
+    stream.group("idle")
+    r = api.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(r.text) for s in family.samples}
+    assert samples[("streamlog_stream_items", (("stream", "s"),))] == 35
+    assert samples[("streamlog_stream_appended_total", (("stream", "s"),))] == 35
+    assert samples[("streamlog_stream_last_offset", (("stream", "s"),))] == 34
+    assert samples[("streamlog_group_pending", (("group", "g"), ("stream", "s")))] == 5
+    assert samples[("streamlog_group_pending", (("group", "idle"), ("stream", "s")))] == 35
+    assert samples[("streamlog_group_lag_seconds", (("group", "g"), ("stream", "s")))] >= 0
+    assert samples[("streamlog_group_dead_letters", (("group", "g"), ("stream", "s")))] == 0
+    model = (("group", "g"), ("model", "reg"), ("stream", "s"))
+    assert samples[("streamlog_model_n_seen", model)] == 30
+    assert samples[("streamlog_model_seq", model)] == 3
+    assert samples[("streamlog_model_error", (("group", "g"), ("metric", "rmse"), ("model", "reg"),
+                                              ("stream", "s")))] >= 0
+    assert any(name == "process_resident_memory_bytes" for name, _ in samples)
+
+
+def test_a_token_guards_every_route_but_healthz(url):
+    app = create_app(url, token="s3cret-token")
+    with client_for(app) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        for method, path in (("get", "/streams"), ("get", "/metrics"), ("get", "/models"),
+                             ("post", "/streams/s/items"), ("get", "/openapi.json")):
+            r = getattr(http, method)(path)
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer"), path
+        assert http.get("/streams", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        good = {"Authorization": "Bearer s3cret-token"}
+        assert http.post("/streams/s/items", json=[{"x": 1}], headers=good).status_code == 200
+        assert http.get("/streams", headers=good).status_code == 200
+        assert http.post("/login", data={"token": "wrong"}).status_code == 401
+        assert "streamlog_session" not in http.cookies
+        r = http.post("/login", data={"token": "s3cret-token"}, follow_redirects=False)
+        assert r.status_code == 303 and "httponly" in r.headers["set-cookie"].lower()
+        assert "s3cret-token" not in r.headers["set-cookie"]
+        assert http.get("/streams/s").status_code == 200  # the cookie alone
+        with http.stream("GET", "/streams/s/follow", params={"start": "earliest"}) as follow:
+            assert offsets_of(sse_events(follow, 2)) == [0]
+    app.state.service.client.close()
+
+
+def test_no_cors_headers_unless_an_origin_is_allowed(url):
+    preflight = {"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    plain = create_app(url)
+    with client_for(plain) as http:
+        assert "access-control-allow-origin" not in http.get("/healthz", headers=preflight).headers
+        assert "access-control-allow-origin" not in http.options("/streams/s/items", headers=preflight).headers
+    allowed = create_app(url, cors="http://elsewhere.example", token="t0ken")
+    with client_for(allowed) as http:
+        r = http.options("/streams/s/items", headers={**preflight, "Access-Control-Request-Headers": "authorization"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://elsewhere.example"
+    for app in (plain, allowed):
+        app.state.service.client.close()
+
+
+def test_openapi_schema_lists_every_route(api):
+    paths = api.get("/openapi.json").json()["paths"]
+    for path in ("/streams", "/streams/{name}", "/streams/{name}/items", "/streams/{name}/follow", "/models",
+                 "/streams/{stream}/models/{group}/{name}", "/streams/{stream}/models/{group}/{name}/predict",
+                 "/metrics", "/healthz"):
+        assert path in paths, path
+    assert set(paths["/streams/{name}/items"]) == {"get", "post"}
+
+
+@pytest.mark.mongo
+def test_healthz_fails_when_the_database_is_unreachable(own_ferretdb, monkeypatch):
+    monkeypatch.setenv("STREAMLOG_CONNECT_TIMEOUT", "1")
+    app = create_app(f"{own_ferretdb.base}/health")
+    with client_for(app) as http:
+        assert http.get("/healthz").status_code == 200
+        own_ferretdb.stop()
+        r = http.get("/healthz")
+        assert r.status_code == 503 and "unreachable" in r.json()["error"]
+    app.state.service.client.close()

@@ -403,6 +403,10 @@ class Cursor:
         next attempt is not allowed goes to the dead-letter stream instead."""
         return attempt <= self.max_retries + 1
 
+    def _dead_letter_fields(self, claimed: Claimed) -> dict:
+        """What a dead letter says about where it came from, beside its offset and data."""
+        return {"group": claimed.claim.group}
+
     def dead_letter(self, claimed: Claimed, error: str, attempts: int | None = None) -> bool:
         """Move the window's items to the dead-letter stream and close the window.
 
@@ -413,9 +417,10 @@ class Cursor:
         dead_name = dead_letter_stream(self.stream.name)
         if len(claimed.batch):
             error = error if len(error) <= MAX_ERROR else error[:MAX_ERROR] + "…"
+            fields = self._dead_letter_fields(claimed)
             dead = self.stream.client.stream(dead_name)
             dead.extend([
-                {"offset": o, "data": d, "error": error, "attempts": attempts, "group": c.group}
+                {"offset": o, "data": d, "error": error, "attempts": attempts, **fields}
                 for o, d in zip(claimed.batch.offsets, claimed.batch.data)
             ], _dead_letters=True)
         sealed = self.store.commit(c, DEAD, error)

@@ -41,12 +41,11 @@ from bisect import bisect_left
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Callable
 
-from .claims import MAX_ERROR, Claimed, Cursor, Head, Waiting
+from .claims import Claimed, Cursor, Head, Waiting
 from .emitters.base import Emit, Emitter, Pending, Wait
 from .errors import ConsumerError, GroupDeletedError
 from .groups import create_group, key_chain_name, key_chain_prefix
-from .names import dead_letter_stream
-from .store.base import ACTIVE, DEAD, DELETED, RESET, Batch, Claim, Group
+from .store.base import ACTIVE, DELETED, RESET, Batch, Claim, Group
 from .window import Window
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -474,19 +473,6 @@ class KeyedCursor(Cursor):
 
     # -- finishing ------------------------------------------------------------------
 
-    def dead_letter(self, claimed: Claimed, error: str, attempts: int | None = None) -> bool:
-        """As :meth:`Cursor.dead_letter`; the dead letters name the user's group and the key."""
-        c = claimed.claim
-        attempts = c.attempt if attempts is None else attempts
-        dead_name = dead_letter_stream(self.stream.name)
-        if len(claimed.batch):
-            error = error if len(error) <= MAX_ERROR else error[:MAX_ERROR] + "…"
-            key = getattr(claimed, "key", None)
-            self.stream.client.stream(dead_name).extend([
-                {"offset": o, "data": d, "error": error, "attempts": attempts, "group": self.group.name, "key": key}
-                for o, d in zip(claimed.batch.offsets, claimed.batch.data)
-            ], _dead_letters=True)
-        sealed = self.store.commit(c, DEAD, error)
-        log.error("window %s/%s #%d moved to %s after %d attempts: %s", c.stream, c.group, c.seq,
-                  dead_name, attempts, error)
-        return sealed
+    def _dead_letter_fields(self, claimed: Claimed) -> dict:
+        """Dead letters name the user's group (not the key's chain) and the key."""
+        return {"group": self.group.name, "key": getattr(claimed, "key", None)}

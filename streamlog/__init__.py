@@ -17,8 +17,8 @@ from .consumers.predict import Predictor
 from .consumers.streaming import StreamingFunction, streaming
 from .emitters import (CountWindow, Emitter, FixedTimeWindow, RelaxedTimeWindow, SessionWindow,
                        SlidingCountWindow, SlidingTimeWindow)
-from .errors import (BadItemError, BadNameError, BadURLError, ConsumerError, MissingFieldError,
-                     StreamlogError, UnknownStreamError, UnreachableError)
+from .errors import (BadItemError, BadNameError, BadURLError, ConsumerError, IdempotencyError, KeyBusyError,
+                     KeyReusedError, MissingFieldError, StreamlogError, UnknownStreamError, UnreachableError)
 from .stream import Stream
 from .window import Window
 
@@ -40,5 +40,6 @@ __all__ = [
     "Emitter", "CountWindow", "FixedTimeWindow", "RelaxedTimeWindow", "SlidingCountWindow",
     "SlidingTimeWindow", "SessionWindow",
     "StreamlogError", "BadItemError", "BadNameError", "BadURLError", "UnreachableError",
-    "UnknownStreamError", "ConsumerError", "MissingFieldError", "__version__",
+    "UnknownStreamError", "ConsumerError", "MissingFieldError", "IdempotencyError", "KeyReusedError",
+    "KeyBusyError", "__version__",
 ]

@@ -75,6 +75,18 @@ class UnknownStreamError(StreamlogError, LookupError):
     exit_code = 3
 
 
+class IdempotencyError(StreamlogError):
+    """An idempotent append (:meth:`Stream.extend_once`) could not be answered."""
+
+
+class KeyReusedError(IdempotencyError):
+    """The idempotency key was already used, within its window, for other items."""
+
+
+class KeyBusyError(IdempotencyError):
+    """The first append with this key is still in progress in another process: retry later."""
+
+
 class ConsumerError(StreamlogError):
     """A consumer is configured wrongly (window options, callable, learner features)."""
 

@@ -418,3 +418,11 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [to_jsonable(v) for v in value]
     return value
+
+
+def fingerprint(items: list[dict]) -> str:
+    """The SHA-256 (hex) of normalized items' JSON with sorted keys: equal for the same
+    items however they were serialised or their keys ordered (idempotency keys store it)."""
+    import hashlib
+
+    return hashlib.sha256(orjson.dumps(items, default=_json_default, option=_OPTIONS | orjson.OPT_SORT_KEYS)).hexdigest()

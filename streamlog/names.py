@@ -47,3 +47,16 @@ def dead_letter_stream(name: str) -> str:
         return dead
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[:MAX_LENGTH - len(DEAD_SUFFIX) - 9]}-{digest}{DEAD_SUFFIX}"
+
+
+MAX_KEY_LENGTH = 255
+_KEY = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_KEY_LENGTH)
+
+
+def check_idempotency_key(key: object) -> str:
+    """An idempotency key: 1-255 printable ASCII characters without spaces (the shape an
+    HTTP ``Idempotency-Key`` header can carry), else :class:`BadNameError`."""
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise BadNameError(f"an idempotency key must be 1-{MAX_KEY_LENGTH} printable ASCII characters "
+                           f"without spaces, not {str(key)[:40]!r}")
+    return key

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
 
 import orjson
 
 from . import groups as _groups
-from .errors import ConsumerError, StreamlogError, UnknownGroupError, UnknownStreamError
+from .errors import (ConsumerError, KeyBusyError, KeyReusedError, StreamlogError, UnknownGroupError,
+                     UnknownStreamError)
 from .groups import ConsumerGroup
-from .items import MAX_ITEM_BYTES, encode_many, ms_to_datetime, nested_array_path, normalize_many, now_ms
-from .names import DEAD_SUFFIX, check_name, dead_letter_stream
-from .store.base import Batch, StreamRecord
+from .items import (MAX_ITEM_BYTES, encode_many, fingerprint, ms_to_datetime, nested_array_path, normalize_many,
+                    now_ms)
+from .names import DEAD_SUFFIX, check_idempotency_key, check_name, dead_letter_stream
+from .store.base import KEY_WINDOW_MS, Batch, StreamRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -40,6 +42,14 @@ def _records(batch: Batch) -> list[dict]:
         for o, t, d in zip(batch.offsets, batch.times, batch.data)
     ]
 
+
+
+class Appended(NamedTuple):
+    """What :meth:`Stream.extend_once` did: the batch's ``offsets``, and whether they are
+    the first call's (``replayed``: nothing was stored this time)."""
+
+    offsets: list[int]
+    replayed: bool
 
 class Stream:
     """A named, durable, append-only log of items.
@@ -91,6 +101,33 @@ class Stream:
         offsets = self.store.append(self.name, normalized, now_ms(), encoded)
         self._retain_maybe()
         return offsets
+
+    def extend_once(self, key: str, items: Iterable[dict], *, wait: float = 30.0) -> "Appended":
+        """:meth:`extend`, at most once per ``key``: a producer that retries a batch (it
+        timed out, or crashed and restarted) with the same key stores nothing new and gets
+        the first call's offsets, with ``replayed=True``.
+
+        Keys are remembered per stream for 24 hours from their first use. The key is
+        arbitrated by the store with a unique insert, so this holds across processes and
+        server restarts on both backends; a first call that died mid-way is completed by
+        the retry without storing any item twice. The same key with *other* items raises
+        :class:`KeyReusedError` (items are compared by their canonical encoding); a retry
+        that finds the first call still appending in another process waits up to ``wait``
+        seconds, then raises :class:`KeyBusyError`. Validation as :meth:`extend`.
+        """
+        check_idempotency_key(key)
+        normalized = normalize_many(items, self.store.nested_arrays)
+        encoded = encode_many(normalized, MAX_ITEM_BYTES)
+        digest = fingerprint(normalized)
+        once = self.store.append_once(self.name, key, digest, normalized, now_ms(), encoded,
+                                      window_ms=KEY_WINDOW_MS, wait=wait)
+        if once.busy:
+            raise KeyBusyError(f"the first append with key {key!r} to {self.name!r} is still in progress; retry")
+        if not once.appended and once.digest != digest:
+            raise KeyReusedError(f"key {key!r} was already used on {self.name!r} for other items")
+        if once.appended:
+            self._retain_maybe()
+        return Appended(once.offsets, not once.appended)
 
     # -- reading ------------------------------------------------------------
 

@@ -372,3 +372,28 @@ def test_mongodb_round_trips_do_not_depend_on_batch_or_window_size(mongo_server)
     finally:
         client.store.client.drop_database(url.rsplit("/", 1)[1])
         client.close()
+
+
+def test_extend_once_stores_a_retried_batch_once(url):
+    """A producer that retries a batch with the same key (it timed out, or restarted)
+    stores nothing new and gets the first call's offsets; other items under the same key
+    are refused; the same items serialised differently are still the same batch."""
+    stream = streamlog.connect(url).stream("s")
+    stream.append({"before": True})
+    batch = [{"n": i, "tags": ["a", "b"]} for i in range(3)]
+    first = stream.extend_once("batch-17", batch)
+    assert first == ([1, 2, 3], False)
+    stream.append({"between": True})
+    again = stream.extend_once("batch-17", [{"tags": ["a", "b"], "n": i} for i in range(3)])  # other key order
+    assert again == ([1, 2, 3], True) and again.replayed
+    assert stream.info()["length"] == 5
+    with pytest.raises(streamlog.KeyReusedError, match="batch-17"):
+        stream.extend_once("batch-17", batch[:2])
+    with pytest.raises(streamlog.BadNameError):
+        stream.extend_once("has space", batch)
+    with pytest.raises(streamlog.BadItemError):
+        stream.extend_once("bad-item", [{"ok": 1}, {"bad": object()}])
+    assert stream.extend_once("bad-item", [{"ok": 1}]) == ([5], False)  # the refused call recorded nothing
+    other = streamlog.connect(url).stream("t")
+    assert other.extend_once("batch-17", batch) == ([0, 1, 2], False)  # keys are per stream
+    assert [r["data"] for r in stream.read(limit=None)] == [{"before": True}, *batch, {"between": True}, {"ok": 1}]

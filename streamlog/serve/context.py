@@ -45,6 +45,10 @@ class Service:
                 self._streams[name] = stream
         return stream
 
+    def known(self, name: str) -> bool:
+        """Whether this server holds a producer handle on ``name`` (so the stream exists)."""
+        return name in self._streams
+
     def existing(self, name: str) -> "Stream":
         """A handle on a stream that must exist (reads never create one): 404 otherwise."""
         return self.client.get(name)

@@ -9,45 +9,34 @@ storing its items twice. Keys are remembered per stream for 24 hours
 (:data:`~streamlog.store.base.KEY_WINDOW_MS`) from their first use; expired keys are
 pruned as requests come.
 
-A key sent again with a *different* body is refused (409): the body's SHA-256 is stored
-with the key. A retry that arrives while the first request is still appending waits for
+A key sent again with *other items* is refused (409): the SHA-256 of the items' JSON with sorted
+keys is stored with the key (so a retry that re-serialises the same items, with other
+spacing or key order, is still recognised). Built on :meth:`Stream.extend_once`. A retry that arrives while the first request is still appending waits for
 it (up to :data:`WAIT` seconds; then 409 with ``Retry-After``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-
-from ..store.base import Once
+from ..errors import BadNameError, IdempotencyError, KeyBusyError
+from ..names import MAX_KEY_LENGTH, check_idempotency_key
 from .responses import APIError
 
 HEADER = "idempotency-key"
-MAX_KEY = 255
+MAX_KEY = MAX_KEY_LENGTH
 WAIT = 30.0  # seconds a retry waits for a concurrent first request before 409
 REPLAYED = "Idempotent-Replayed"  # response header on an answer from the key's record
-_KEY = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_KEY)
 
 
 def check_key(raw: str | None) -> str | None:
     """The key of a request (None: none sent); 400 unless 1-255 printable ASCII characters."""
     if raw is None:
         return None
-    if not _KEY.fullmatch(raw):
-        raise APIError(400, f"Idempotency-Key must be 1-{MAX_KEY} printable ASCII characters without spaces")
-    return raw
+    try:
+        return check_idempotency_key(raw)
+    except BadNameError as exc:
+        raise APIError(400, f"Idempotency-Key: {exc}") from None
 
 
-def digest(body: bytes) -> str:
-    """The fingerprint stored with a key: the request body's SHA-256."""
-    return hashlib.sha256(body).hexdigest()
-
-
-def outcome(once: Once, key: str, body_digest: str) -> tuple[list[int], bool]:
-    """``(offsets, replayed)`` of an :meth:`append_once`, or the 409 it means."""
-    if once.busy:
-        raise APIError(409, f"a request with Idempotency-Key {key!r} is still being appended; retry",
-                       {"Retry-After": "1"})
-    if not once.appended and once.digest != body_digest:
-        raise APIError(409, f"Idempotency-Key {key!r} was already used with a different body")
-    return once.offsets, not once.appended
+def conflict(exc: IdempotencyError) -> APIError:
+    """409 for a key reused with other items, or still being appended (with Retry-After)."""
+    return APIError(409, str(exc), {"Retry-After": "1"} if isinstance(exc, KeyBusyError) else None)

@@ -19,8 +19,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import BadItemError, UnknownStreamError
-from ..items import MAX_ITEM_BYTES, encode_many, normalize_many, now_ms
+from ..errors import BadItemError, IdempotencyError, UnknownStreamError
+from ..items import MAX_ITEM_BYTES, encode_many, normalize_many
 from ..lines import json_lines
 from ..names import check_name
 from . import idempotency
@@ -105,26 +105,23 @@ def parse_ndjson(body: bytes, nested_arrays: bool) -> list[dict]:
     return items
 
 
-def store_items(svc: Service, name: str, items: list, key: str | None, body_digest: str) -> tuple[list[int], bool]:
-    """Validate as ``Stream.extend`` does and append (once per key): ``(offsets, replayed)``."""
-    store = svc.store
-    normalized = normalize_many(items, store.nested_arrays)
-    encoded = encode_many(normalized, MAX_ITEM_BYTES)
+def store_items(svc: Service, name: str, items: list, key: str | None) -> tuple[list[int], bool]:
+    """Append as :meth:`Stream.extend` does — or :meth:`Stream.extend_once` with a key —
+    and answer ``(offsets, replayed)``. A refused request never creates the stream: the
+    first request for a stream this server has no handle on is validated before."""
+    if not svc.known(name):
+        encode_many(normalize_many(items, svc.store.nested_arrays), MAX_ITEM_BYTES)
     for fresh in (False, True):
         stream = svc.producer(name, fresh)
         try:
             if key is None:
-                offsets, replayed = store.append(name, normalized, now_ms(), encoded), False
-            else:
-                once = store.append_once(name, key, body_digest, normalized, now_ms(), encoded,
-                                         wait=idempotency.WAIT)
-                offsets, replayed = idempotency.outcome(once, key, body_digest)
+                return stream.extend(items), False
+            offsets, replayed = stream.extend_once(key, items, wait=idempotency.WAIT)
+            return offsets, replayed
         except UnknownStreamError:
             if fresh:
                 raise
-            continue  # dropped since this server cached it: a new request creates it again
-        stream._retain_maybe()  # retention, enforced by producers as Stream.extend does
-        return offsets, replayed
+            # dropped since this server cached it: a new request creates it again
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -136,16 +133,17 @@ async def append_items(request: Request, name: str):
     kind = body_kind(request.headers.get("content-type"))
     key = idempotency.check_key(request.headers.get(idempotency.HEADER))
     body = await read_body(request, svc.max_body)
-    body_digest = idempotency.digest(body) if key is not None else ""
 
     def work() -> tuple[list[int], bool]:
         # NDJSON lines are checked one by one as they are parsed (the error names the line);
         # a JSON array's items by normalize_many (the error names the index)
         items = parse_json(body) if kind == "json" else parse_ndjson(body, svc.store.nested_arrays)
         try:
-            return store_items(svc, name, items, key, body_digest)
+            return store_items(svc, name, items, key)
         except BadItemError as exc:
             raise APIError(400, str(exc)) from None
+        except IdempotencyError as exc:
+            raise idempotency.conflict(exc) from None
 
     offsets, replayed = await run_in_threadpool(work)
     headers = {idempotency.REPLAYED: "true"} if replayed else None

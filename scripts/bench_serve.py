@@ -175,7 +175,17 @@ def idle_followers(base: str, pid: int, n: int = 100, idle: float = 5.0) -> dict
     return asyncio.run(run())
 
 
+def _parser() -> str:
+    """The HTTP parser uvicorn picks (``http="auto"``): httptools when installed, else h11."""
+    import importlib.util
+
+    return "httptools" if importlib.util.find_spec("httptools") else "h11"
+
+
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     global DB
     work = tempfile.mkdtemp(prefix="servebench-")
     DB = f"{work}/bench.db"
@@ -196,7 +206,7 @@ def main() -> None:
         proc.wait(15)
     print("### HTTP API: `streamlog serve` (issue 11)\n")
     print(f"`python scripts/bench_serve.py` (2 cores, embedded backend, a real `streamlog serve` subprocess "
-          f"on 127.0.0.1 — uvicorn {__import__('uvicorn').__version__} with h11; the clients run on the same "
+          f"on 127.0.0.1 — uvicorn {__import__('uvicorn').__version__} with {_parser()}; the clients run on the same "
           f"two cores). JSON arrays of ~70-byte items, {CLIENTS} keep-alive httpx clients:\n")
     print("| batch | items sent | HTTP items/s | direct `extend` items/s | HTTP / direct |")
     print("|---:|---:|---:|---:|---:|")

@@ -56,6 +56,17 @@ def start_server(url: str) -> tuple[subprocess.Popen, str]:
     return proc, line.split(" on ", 1)[1].split("/ ", 1)[0]
 
 
+def timed_threads(target, args: list) -> float:
+    """Seconds for ``target(a)`` on one thread per ``a`` in ``args``, all at once."""
+    threads = [threading.Thread(target=target, args=(a,)) for a in args]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
+
+
 def ingest(base: str, batch: int, total: int) -> float:
     bodies = [orjson.dumps([item(i * batch + j) for j in range(batch)]) for i in range(total // batch)]
     shares = [bodies[k::CLIENTS] for k in range(CLIENTS)]
@@ -69,13 +80,7 @@ def ingest(base: str, batch: int, total: int) -> float:
 
     with httpx.Client(base_url=base) as http:  # warm up: the stream exists, connections are open
         http.post(f"/streams/http{batch}/items", content=b"[]", headers=headers)
-    threads = [threading.Thread(target=send, args=(share,)) for share in shares]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return total / (time.perf_counter() - started)
+    return total / timed_threads(send, shares)
 
 
 def raw_single(base: str, total: int) -> float:
@@ -100,13 +105,7 @@ def raw_single(base: str, total: int) -> float:
                 assert data.startswith(b"HTTP/1.1 200"), data[:100]
 
     send(10)
-    threads = [threading.Thread(target=send, args=(total // CLIENTS,)) for _ in range(CLIENTS)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return total / (time.perf_counter() - started)
+    return total / timed_threads(send, [total // CLIENTS] * CLIENTS)
 
 
 def direct(url: str, batch: int, total: int) -> float:

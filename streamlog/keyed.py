@@ -269,6 +269,7 @@ class KeyedCursor(Cursor):
         self._disc = Head(0, group.start - 1, None)  # the discovery chain's head
         self._epoch = 0  # identifies the last reset of the discovery chain this cursor built on
         self._checked = 0  # ms: last check for a reset or delete
+        self._holds: dict[str, int] = {}  # key chain → until when (ms) its next windows wait
 
     # -- key state ----------------------------------------------------------------
 
@@ -399,8 +400,16 @@ class KeyedCursor(Cursor):
                      if len(kc.buf) and kc.wait is not None and kc.wait.until is not None), default=None)
         return Waiting(Wait(until=until, pending=1), self._frontier, self._frontier)
 
+    def hold(self, chain: str, until: int) -> None:
+        """Claim no further window of the key whose chain is ``chain`` until ``until`` (ms,
+        inclusive): its released window is retried first, while the other keys go on."""
+        self._holds = {c: t for c, t in self._holds.items() if t >= until - 3_600_000}  # forget old ones
+        self._holds[chain] = max(until, self._holds.get(chain, 0))
+
     def _claim_ready(self, now: int, max_windows: int | None) -> Any:
-        due = sorted((kc for kc in self._keys.values() if len(kc.buf) and kc.due(now)),
+        holds = self._holds
+        due = sorted((kc for kc in self._keys.values()
+                      if len(kc.buf) and kc.due(now) and holds.get(kc.group.name, -1) < now),
                      key=lambda kc: kc.buf.offsets[0])
         for kc in due:
             result = kc.claim(now, max_windows)

@@ -392,6 +392,35 @@ def test_a_failing_key_does_not_hold_other_keys_back_end_to_end(url):
     assert stream.group("g").info()["dead"] == len(dead)
 
 
+def test_only_the_failing_key_waits_for_its_retry_end_to_end(url):
+    """With one worker, a key's failed window holds back only that key: other keys'
+    windows run during its backoff, and the key's own windows keep their order (the
+    retry comes before the key's next window), within the same blocking=False run."""
+    items = make_items(36)
+    streamlog.stream("s", url=url).extend(items)
+    calls = []
+
+    def fn(window):
+        calls.append((window.key, window.attempt, [d["i"] for d in window.data]))
+        if window.key == "y" and window.attempt == 1 and window.seq == 1:
+            raise ValueError("flaky device")
+
+    consumer = streamlog.streaming("s", size=3, key="device", group="g", url=url, blocking=False,
+                                   max_retries=2, retry_delay=0.4)
+    consumer.apply(fn)
+    failed = next(i for i, (key, attempt, _) in enumerate(calls) if key == "y" and attempt == 1)
+    assert calls[failed + 1][0] != "y"  # the consumer went on with another key at once
+    y_calls = [(attempt, ids) for key, attempt, ids in calls if key == "y"]
+    first = y_calls[0][1]
+    assert y_calls[:2] == [(1, first), (2, first)]  # the retry before y's next window
+    assert [ids[0] for _, ids in y_calls[1:]] == sorted(ids[0] for _, ids in y_calls[1:])
+    delivered = sorted(i for _, attempt, ids in calls if attempt == 1 or ids == first for i in ids)
+    per_key = Counter(d["device"] for d in items)
+    assert len(calls) == sum(n // 3 for n in per_key.values()) + 1
+    assert len(set(delivered)) == sum(n - n % 3 for n in per_key.values())
+    assert consumer.consumer.dead_lettered == 0
+
+
 def test_two_consumers_share_a_keyed_group_end_to_end(url):
     items = make_items(80, keys="pqrs")
     streamlog.stream("s", url=url).extend(items)

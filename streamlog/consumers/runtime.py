@@ -357,22 +357,55 @@ class Consumer:
                 self._retry_at = 0
                 next_reclaim = 0.0
             result: Claimed | Waiting | None = None
-            if time.monotonic() >= next_reclaim:
+            if self._retry_due(now) or time.monotonic() >= next_reclaim:
                 next_reclaim = time.monotonic() + min(RECLAIM_EVERY, self.lease / 4)
-                result = cursor.reclaim(now)
+                result = self._take_over(cursor, now)
             if result is None:
                 result = cursor.claim(now, left)
             if result is None:
                 continue  # lost a race for the next window: try again at once
             if isinstance(result, Waiting):
-                if not self.blocking:
+                if self.blocking:
+                    self._wait(result, watch)
+                elif self._retries:  # a key's released window is still to be retried: wait for it
+                    self._stop.wait(min(STOP_CHECK, max(0.001, (self._next_retry - now + 1) / 1000)))
+                else:
                     break
-                self._wait(result, watch)
                 continue
             retry_at = self._process(cursor, renewer, result)
-            if retry_at is not None:
+            if retry_at is None:
+                continue
+            if isinstance(cursor, KeyedCursor):
+                # Only the failing key waits: its later windows are held back until its retry,
+                # which the loop takes over (before any claim) once the backoff has passed.
+                cursor.hold(result.claim.group, retry_at)
+                self._schedule_retry(result, retry_at)
+            else:
                 self._retry_at = retry_at
                 next_reclaim = 0.0  # released for retry: pick it up again after the backoff
+
+    def _retry_due(self, now: int) -> bool:
+        """Whether a window this consumer released (``_retries``) is due for its retry."""
+        return bool(self._next_retry) and self._next_retry < now
+
+    def _schedule_retry(self, claimed: Claimed, retry_at: int) -> None:
+        with self._counts:
+            self._retries[(claimed.claim.group, claimed.claim.seq)] = retry_at
+            self._next_retry = min(self._retries.values())
+
+    def _take_over(self, cursor: Cursor, now: int) -> Claimed | None:
+        """Reclaim the oldest expired or released window of the group, and forget the
+        retries that are due: reclaimed here, or already taken over by another consumer."""
+        result = cursor.reclaim(now)
+        if self._retries:
+            with self._counts:
+                if result is not None:
+                    self._retries.pop((result.claim.group, result.claim.seq), None)
+                else:
+                    for window in [w for w, at in self._retries.items() if at < now]:
+                        self._retries.pop(window, None)
+                self._next_retry = min(self._retries.values(), default=0)
+        return result
 
     def _loop_parallel(self, cursor: Cursor, renewer: Renewer, watch, pool: _Workers) -> None:
         """``workers > 1``: claim while fewer than ``workers`` windows are in flight; the
@@ -392,17 +425,10 @@ class Consumer:
             now = now_ms()
             result: Claimed | Waiting | None = None
             with self._counts:
-                due = [window for window, at in self._retries.items() if at < now]
+                due = any(at < now for at in self._retries.values())
             if due or time.monotonic() >= next_reclaim:
                 next_reclaim = time.monotonic() + min(RECLAIM_EVERY, self.lease / 4)
-                result = cursor.reclaim(now)
-                with self._counts:
-                    if result is not None:
-                        self._retries.pop((result.claim.group, result.claim.seq), None)
-                    else:  # nothing left to take over: any due window was retried elsewhere
-                        for window in due:
-                            self._retries.pop(window, None)
-                    self._next_retry = min(self._retries.values(), default=0)
+                result = self._take_over(cursor, now)
             if result is None:
                 result = cursor.claim(now, left)
             if result is None:
@@ -443,9 +469,7 @@ class Consumer:
     def _process_parallel(self, cursor: Cursor, renewer: Renewer, claimed: Claimed) -> None:
         retry_at = self._process(cursor, renewer, claimed)
         if retry_at is not None:
-            with self._counts:
-                self._retries[(claimed.claim.group, claimed.claim.seq)] = retry_at
-                self._next_retry = min(self._retries.values())
+            self._schedule_retry(claimed, retry_at)
 
     def _process(self, cursor: Cursor, renewer: Renewer, claimed: Claimed) -> int | None:
         """Run, then commit (or dead-letter) one claimed window; when it failed and may be
@@ -520,7 +544,7 @@ class Consumer:
             if wait.until is not None and now >= wait.until:
                 return
             if self._next_retry and now > self._next_retry:
-                return  # a window a worker released is due for its retry (workers > 1)
+                return  # a window a worker (or a key) released is due for its retry
             if time.monotonic() >= next_reclaim:
                 # A window whose consumer died must be taken over even while no new item
                 # comes: look for expired claims as often as the main loop does.

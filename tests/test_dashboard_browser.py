@@ -384,3 +384,38 @@ def test_token_form_then_the_dashboard(browser, tmp_path):
     finally:
         browser.delete_all_cookies()
         _forget_client(url)
+
+
+def test_the_dashboard_on_a_mongodb_backend(browser, mongo_server):
+    """The same pages against FerretDB (the server's watcher polls there instead of
+    sleeping on a file watch): the table, a live tail and a model chart keep up."""
+    import pymongo
+
+    database = f"dash{os.getpid()}"
+    url = f"{mongo_server}/{database}"
+    client = streamlog.connect(url)
+    try:
+        stream = client.stream("m.sensors")
+        rng = np.random.default_rng(3)
+        stream.extend(regression_rows(rng, 40))
+        model = OnlineLinearRegression(features=["x1", "x2"], target="y")
+        learn(url, "m.sensors", model, 40)
+        with serve(url, browser=browser) as base:
+            open_page(browser, base, "/")
+            row = '[data-testid="stream-row"][data-key="m.sensors"] [data-col="length"]'
+            wait_for(browser, lambda d: text_of(d, row) == "40", "the m.sensors row with 40 items")
+            open_page(browser, base, "/streams/m.sensors")
+            rows = '[data-testid="tail-row"]'
+            wait_for(browser, lambda d: len(css(d, rows)) == 40, "the 40 items in the tail")
+            offset = stream.append({"x1": 0.5, "x2": 0.5, "y": 1.0, "note": "<b>live</b>"})
+            wait_for(browser, lambda d: css(d, rows)[0].get_attribute("data-offset") == str(offset), "the new item")
+            assert "<b>live</b>" in css(browser, rows)[0].text
+            open_page(browser, base, "/models/m.sensors/default/OnlineLinearRegression")
+            wait_for(browser, lambda d: points(d, "coef") == 1, "the first checkpoint's point")
+            stream.extend(regression_rows(rng, 39))
+            learn(url, "m.sensors", model, 40)
+            wait_for(browser, lambda d: points(d, "coef") == 2, "a point for the committed window")
+            assert script_errors(browser) == []
+    finally:
+        _forget_client(url)
+        pymongo.MongoClient(mongo_server, serverSelectionTimeoutMS=2000).drop_database(database)

@@ -19,6 +19,7 @@ import streamlog
 from helpers import reaped, run_python, wait_until
 from streamlog.bridges import tcp
 from streamlog.bridges.tcp import TCPListener, TCPPublisher
+from streamlog.errors import UnknownStreamError
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -395,6 +396,25 @@ def test_publisher_earliest_sends_the_history_then_follows(url):
     offset = TCPPublisher(s, "tcp://127.0.0.1:0", start=20, poll_ms=10, status_every=None)
     with serving(offset), clients(offset.port) as (c,):
         assert [json.loads(x)["offset"] for x in c.lines(7)] == list(range(20, 27))
+
+
+def test_publisher_ends_when_its_stream_is_dropped_and_never_splices_a_new_one(url):
+    """As `streamlog tail -f`: a drop ends the publisher (UnknownStreamError), and items of a
+    stream created again under the name never reach its clients."""
+    s = streamlog.stream("items", url=url)
+    s.append({"old": 0})
+    publisher = TCPPublisher(s, "tcp://127.0.0.1:0", start="earliest", poll_ms=10, status_every=None)
+    publisher.start()
+    try:
+        with clients(publisher.port) as (c,):
+            assert json.loads(c.line())["data"] == {"old": 0}
+            wait_until(lambda: publisher.subscribers == 1, 10, message="the client following")
+            s.drop()
+            streamlog.connect(url).stream("items").extend([{"new": i} for i in range(3)])
+            assert c.line() is None  # the connection ends; nothing of the new stream came
+    finally:
+        with pytest.raises(UnknownStreamError, match="dropped while publishing"):
+            publisher.close()
 
 
 def test_publisher_a_slow_client_is_dropped_without_stalling_the_others(stream):

@@ -226,6 +226,33 @@ def test_follow_ends_when_the_stream_is_dropped(api, url):
     assert end["event"] == "end" and "dropped" in end["data"]
 
 
+def test_a_late_follower_never_splices_a_stream_created_again_under_the_name(api, url, monkeypatch):
+    """A follower woken only after its stream was dropped, created again and given new
+    items ends (``event: end``) instead of going on with the new stream's items."""
+    import asyncio
+
+    from streamlog.serve.hub import Hub
+
+    gate = threading.Event()
+    real_wait = Hub.wait
+
+    async def late_wait(self, key, version, timeout):  # a follower that wakes late
+        while not gate.is_set():
+            await asyncio.sleep(0.01)
+        return await real_wait(self, key, version, timeout)
+
+    monkeypatch.setattr(Hub, "wait", late_wait)
+    client = streamlog.connect(url)
+    client.stream("s").append({"old": 0})
+    with api.stream("GET", "/streams/s/follow", params={"start": "earliest"}) as r:
+        assert offsets_of(sse_events(r, 2)) == [0]
+        client.get("s").drop()
+        client.stream("s").extend([{"new": i} for i in range(3)])  # offsets 0, 1, 2 again
+        gate.set()
+        after = [e for e in sse_events(r, 1)]
+    assert [e.get("event") for e in after] == ["end"] and "dropped" in after[0]["data"]
+
+
 # -- models -------------------------------------------------------------------------------
 
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from ..lines import Line, csv_rows, parse_json  # shared with `streamlog append`: lines checked the same way
-from ..errors import BadItemError, StreamlogError, UnreachableError
+from ..errors import BadItemError, StreamlogError, UnknownStreamError, UnreachableError
 from ..names import dead_letter_stream
 from .base import STATUS_EVERY, Bridge
 
@@ -815,6 +815,8 @@ class TCPPublisher(_TCPServer):
         finally:
             self._executor.shutdown(wait=True)
         log.info("%s stopped: %s", self.name, self.counters.snapshot())
+        if self._failure is not None:
+            raise self._failure
 
     async def _poller(self) -> None:
         """The shared reader: new items from the head on, to every caught-up client."""
@@ -824,10 +826,16 @@ class TCPPublisher(_TCPServer):
             try:
                 if not self._live:  # nobody to send to: just follow the head
                     head = await self._call(self._next_offset)
+                    if head > self._head and not await self._call(self.stream.exists):
+                        raise UnknownStreamError(self.stream.name)
                     if not self._live:
                         self._head = max(self._head, head)
                 else:
                     records = await self._call(self.stream.read, self._head, self.page)
+                    # Checked after the read: the records are this stream's, never those of
+                    # a stream created again under the same name.
+                    if records and not await self._call(self.stream.exists):
+                        raise UnknownStreamError(self.stream.name)
                     if records:
                         lines = self._encode(records)
                         for sub in list(self._live):
@@ -835,6 +843,11 @@ class TCPPublisher(_TCPServer):
                         self._head = records[-1]["offset"] + 1
                         full = len(records) >= self.page
                 delay = self.poll
+            except UnknownStreamError:  # dropped: end, as `streamlog tail -f` does (exit 3)
+                self._failure = UnknownStreamError(f"stream {self.stream.name!r} was dropped while publishing it")
+                log.error("%s: %s", self.name, self._failure)
+                self.stop()
+                return
             except Exception as exc:  # noqa: BLE001 - the store failed: retry
                 self.counters.add(errors=1)
                 log.warning("%s: reading %s failed (%s); retrying", self.name, self.stream.name, exc)

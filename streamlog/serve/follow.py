@@ -102,7 +102,9 @@ async def follow(request: Request, name: str,
                 version = hub.version(key)
                 try:
                     records = await run_in_threadpool(stream.read, position, FOLLOW_BATCH)
-                    if not records and not await run_in_threadpool(stream.exists):
+                    # Checked after the read: if this handle's stream still exists then, the
+                    # records are its own, never a stream created again under the same name.
+                    if not await run_in_threadpool(stream.exists):
                         raise UnknownStreamError(name)
                 except StreamlogError as exc:
                     gone = isinstance(exc, UnknownStreamError)

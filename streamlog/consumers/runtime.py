@@ -356,12 +356,7 @@ class Consumer:
                     continue
                 self._retry_at = 0
                 next_reclaim = 0.0
-            result: Claimed | Waiting | None = None
-            if self._retry_due(now) or time.monotonic() >= next_reclaim:
-                next_reclaim = time.monotonic() + min(RECLAIM_EVERY, self.lease / 4)
-                result = self._take_over(cursor, now)
-            if result is None:
-                result = cursor.claim(now, left)
+            result, next_reclaim = self._next_window(cursor, now, left, next_reclaim)
             if result is None:
                 continue  # lost a race for the next window: try again at once
             if isinstance(result, Waiting):
@@ -383,6 +378,19 @@ class Consumer:
             else:
                 self._retry_at = retry_at
                 next_reclaim = 0.0  # released for retry: pick it up again after the backoff
+
+    def _next_window(self, cursor: Cursor, now: int, left: int | None,
+                     next_reclaim: float) -> tuple[Claimed | Waiting | None, float]:
+        """Take over a window that is due for its retry or whose lease expired (looked for
+        at most every ``RECLAIM_EVERY`` s, at once when a retry is due), else claim the next
+        one. Returns the result (None: lost a race, call again) and the next look's time."""
+        result: Claimed | Waiting | None = None
+        if self._retry_due(now) or time.monotonic() >= next_reclaim:
+            next_reclaim = time.monotonic() + min(RECLAIM_EVERY, self.lease / 4)
+            result = self._take_over(cursor, now)
+        if result is None:
+            result = cursor.claim(now, left)
+        return result, next_reclaim
 
     def _retry_due(self, now: int) -> bool:
         """Whether a window this consumer released (``_retries``) is due for its retry."""
@@ -423,14 +431,7 @@ class Consumer:
                 pool.wait(STOP_CHECK)  # a window in flight may fail and leave room
                 continue
             now = now_ms()
-            result: Claimed | Waiting | None = None
-            with self._counts:
-                due = any(at < now for at in self._retries.values())
-            if due or time.monotonic() >= next_reclaim:
-                next_reclaim = time.monotonic() + min(RECLAIM_EVERY, self.lease / 4)
-                result = self._take_over(cursor, now)
-            if result is None:
-                result = cursor.claim(now, left)
+            result, next_reclaim = self._next_window(cursor, now, left, next_reclaim)
             if result is None:
                 continue  # lost a race for the next window: try again at once
             if isinstance(result, Claimed):

@@ -88,13 +88,13 @@ def _describe(exc: BaseException) -> str:
 def _resolve(text: str, directory: Path) -> Any:
     """``MODULE:NAME`` → the object (MODULE dotted, importable from the pipeline file's
     directory, or a path to a .py file relative to it)."""
-    from ..cli.run import _load_target
+    from ..targets import load_target
 
     module, _, attr = text.rpartition(":")
     if module.endswith(".py") or "/" in module or os.sep in module:
         path = Path(module).expanduser()
         text = f"{path if path.is_absolute() else directory / path}:{attr}"
-    return _load_target(text)
+    return load_target(text)
 
 
 def _estimator(text: str, directory: Path, params: dict) -> Any:

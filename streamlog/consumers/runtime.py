@@ -35,6 +35,13 @@ IDLE_AFTER = 1.0
 STOP_CHECK = 0.1
 
 
+def poll_cap(max_poll: float, idle_poll: float, idle: float) -> float:
+    """The longest sleep (s) between two polls after ``idle`` seconds without news:
+    ``max_poll`` for the first ``IDLE_AFTER`` seconds, then doubling every idle second up
+    to ``idle_poll`` (every poll is a round trip, which is what idle CPU is made of)."""
+    return max_poll if idle < IDLE_AFTER else min(idle_poll, max_poll * 2 ** idle)
+
+
 class Renewer:
     """Renews the leases of the windows being processed, from one background thread.
 
@@ -578,6 +585,6 @@ class Consumer:
                 continue
             # The cap doubles with every idle second, from max_poll up to idle_poll.
             idle = time.monotonic() - started
-            cap = self.max_poll if idle < IDLE_AFTER else min(self.idle_poll, self.max_poll * 2 ** idle)
+            cap = poll_cap(self.max_poll, self.idle_poll, idle)
             time.sleep(interval if left is None else min(interval, left))
             interval = min(interval * 2, cap)

@@ -26,12 +26,12 @@ import threading
 import time
 from typing import Any, Callable, Hashable
 
+from ..consumers.runtime import poll_cap
 from ..errors import StreamlogError
 
 log = logging.getLogger("streamlog.serve")
 
 FULL_PROBE_EVERY = 1.0  # seconds: probe even when the file watch saw nothing
-QUIET_AFTER = 1.0  # seconds without news before MongoDB polling slows down
 _MISSING = object()
 
 
@@ -162,8 +162,7 @@ class Hub:
                 if watch is not None:
                     watch.wait(FULL_PROBE_EVERY)
                     continue
-                quiet = time.monotonic() - last_news
-                cap = store.max_poll if quiet < QUIET_AFTER else min(store.idle_poll, store.max_poll * 2 ** quiet)
+                cap = poll_cap(store.max_poll, store.idle_poll, time.monotonic() - last_news)
                 self._wakeup.wait(interval)
                 self._wakeup.clear()
                 interval = min(interval * 2, cap)

@@ -146,6 +146,17 @@ class Stream:
             raise StreamlogError(f"limit must be a non-negative integer or None, not {limit!r}")
         return _records(self.store.read(self.name, start, limit, end))
 
+    def read_following(self, start: int, limit: int | None = 100) -> list[dict]:
+        """:meth:`read` for a follower (``tail -f``, SSE, the TCP publisher): raises
+        :class:`UnknownStreamError` once this stream was dropped — also when a new stream
+        was created under its name since this handle was made. Checked *after* the read
+        (one more lookup), so what it returns is always this stream's own items, never a
+        successor's spliced on."""
+        records = self.read(start, limit)
+        if not self.exists():
+            raise UnknownStreamError(f"no stream named {self.name!r} (it was dropped)")
+        return records
+
     def iter(self, start: int | None = None, end: int | None = None) -> Iterator[dict]:
         """Every item with ``start <= offset <= end`` (default: the whole stream), oldest
         first, read 1,000 at a time: memory stays bounded whatever the length.

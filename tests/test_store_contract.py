@@ -397,3 +397,17 @@ def test_extend_once_stores_a_retried_batch_once(url):
     other = streamlog.connect(url).stream("t")
     assert other.extend_once("batch-17", batch) == ([0, 1, 2], False)  # keys are per stream
     assert [r["data"] for r in stream.read(limit=None)] == [{"before": True}, *batch, {"between": True}, {"ok": 1}]
+
+
+def test_read_following_never_returns_a_successor_streams_items(url):
+    """What followers read with: the handle's own stream, or UnknownStreamError once it was
+    dropped — also when a new stream of the same name already holds items past the follower."""
+    client = streamlog.connect(url)
+    old = client.stream("s")
+    old.extend([{"old": i} for i in range(2)])
+    assert [r["data"] for r in old.read_following(1)] == [{"old": 1}]
+    assert old.read_following(2) == []
+    old.drop()
+    client.stream("s").extend([{"new": i} for i in range(5)])
+    with pytest.raises(streamlog.UnknownStreamError, match="dropped"):
+        old.read_following(2)

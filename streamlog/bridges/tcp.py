@@ -831,11 +831,8 @@ class TCPPublisher(_TCPServer):
                     if not self._live:
                         self._head = max(self._head, head)
                 else:
-                    records = await self._call(self.stream.read, self._head, self.page)
-                    # Checked after the read: the records are this stream's, never those of
-                    # a stream created again under the same name.
-                    if records and not await self._call(self.stream.exists):
-                        raise UnknownStreamError(self.stream.name)
+                    # this stream's items only, never a stream created again under the name
+                    records = await self._call(self.stream.read_following, self._head, self.page)
                     if records:
                         lines = self._encode(records)
                         for sub in list(self._live):

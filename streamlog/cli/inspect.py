@@ -168,18 +168,17 @@ def _follow(stream: "Stream", start: int, emit: Callable[[dict], None]) -> None:
     with ``read(start)``, sleeping ``FOLLOW_POLL`` s whenever nothing new is there.
 
     A drop of the stream ends it with :class:`UnknownStreamError` (exit 3): every batch is
-    checked against the stream it started on before it is printed, so items of a new
-    stream of the same name are never spliced after the old one's."""
+    checked against the stream it started on before it is printed
+    (:meth:`Stream.read_following`), so items of a new stream of the same name are never
+    spliced after the old one's."""
     from streamlog.errors import UnknownStreamError
 
     gone = UnknownStreamError(f"stream {stream.name!r} was dropped while following it")
     while True:
         try:
-            records = stream.read(start, limit=FOLLOW_BATCH)
+            records = stream.read_following(start, FOLLOW_BATCH)
         except UnknownStreamError:
             raise gone from None
-        if not stream.exists():
-            raise gone
         for record in records:
             emit(record)
         if records:

@@ -101,11 +101,8 @@ async def follow(request: Request, name: str,
             while not hub.closed:
                 version = hub.version(key)
                 try:
-                    records = await run_in_threadpool(stream.read, position, FOLLOW_BATCH)
-                    # Checked after the read: if this handle's stream still exists then, the
-                    # records are its own, never a stream created again under the same name.
-                    if not await run_in_threadpool(stream.exists):
-                        raise UnknownStreamError(name)
+                    # its own items only: never a stream created again under the same name
+                    records = await run_in_threadpool(stream.read_following, position, FOLLOW_BATCH)
                 except StreamlogError as exc:
                     gone = isinstance(exc, UnknownStreamError)
                     message = f"stream {name!r} was dropped while following it" if gone else str(exc)

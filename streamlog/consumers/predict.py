@@ -93,23 +93,6 @@ def latest_version(client: "Client", stream: str, group: str, name: str) -> tupl
     return None
 
 
-def _sklearn_estimators() -> dict[str, type]:
-    """The scikit-learn estimators a ``PartialFit`` checkpoint may be rebuilt as without a
-    template: imported here by fixed names, never by a name from the data. Each stores its
-    constructor parameters and does nothing else on construction."""
-    from sklearn.cluster import MiniBatchKMeans
-    from sklearn.linear_model import (PassiveAggressiveClassifier, PassiveAggressiveRegressor, Perceptron,
-                                      SGDClassifier, SGDRegressor)
-    from sklearn.naive_bayes import BernoulliNB, GaussianNB, MultinomialNB
-    from sklearn.neural_network import MLPClassifier, MLPRegressor
-
-    from .learners.state_format import class_name
-
-    return {class_name(c): c for c in (SGDRegressor, SGDClassifier, PassiveAggressiveRegressor,
-                                       PassiveAggressiveClassifier, Perceptron, MiniBatchKMeans, GaussianNB,
-                                       MultinomialNB, BernoulliNB, MLPRegressor, MLPClassifier)}
-
-
 def _plain_params(params: Any) -> bool:
     """Whether saved estimator parameters are plain values (no nested estimator or class)."""
     if params is None or isinstance(params, (bool, int, float, str)):
@@ -146,7 +129,9 @@ def build_learner(state: dict, name: str, model: "Learner | None" = None) -> "Le
                 estimator = model._fresh()
                 classes = model.classes if classes is None else classes
             else:
-                cls = _sklearn_estimators().get(config.get("estimator"))
+                from .learners.state_allowlist import template_free_estimators
+
+                cls = template_free_estimators().get(config.get("estimator"))
                 params = config.get("params")
                 if cls is None or not isinstance(params, dict) or not all(map(_plain_params, params.values())):
                     raise ConsumerError(

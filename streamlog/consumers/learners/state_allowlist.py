@@ -16,6 +16,9 @@ it may create comes from here, by fixed names, reviewed:
   learning) and the two static methods river's ``EBSTNode`` keeps per node;
 * **random generators**: ``random.Random``, ``RandomState``, and ``Generator`` with a bit
   generator of :data:`BIT_GENERATORS`; **arrays** only of the :data:`DTYPE_KINDS`;
+* **estimators without a template** (:func:`template_free_estimators`): the scikit-learn
+  estimators a predict stage may construct from a ``PartialFit`` checkpoint's plain
+  parameters when it is given no model to copy;
 * **rebuilt attributes** (:func:`rebuilt_attributes`): an attribute the encoder had to
   skip (an extension object) that the estimator recreates from its own parameters
   anyway — made by the estimator's own code from the fresh instance's parameters, before
@@ -38,7 +41,7 @@ import numpy as np
 from .state_format import CODE, attributes, class_name
 
 __all__ = ["SAFE_FACTORIES", "BIT_GENERATORS", "DTYPE_KINDS", "known_classes", "template_classes",
-           "rebuilt_attributes"]
+           "rebuilt_attributes", "template_free_estimators"]
 
 #: defaultdict factories a checkpoint may name when the fresh instance has none at that place
 SAFE_FACTORIES: dict[str, type] = {f"builtins:{t.__name__}": t for t in (int, float, list, dict, set, str, tuple)}
@@ -183,3 +186,19 @@ def rebuilt_attributes(fresh: Any, skipped: Any) -> dict[str, Any]:
     if not isinstance(fresh, BaseSGD) or not isinstance(getattr(fresh, "loss", None), str):
         return {}
     return {"_loss_function_": fresh._get_loss_function(fresh.loss)}
+
+
+def template_free_estimators() -> dict[str, type]:
+    """The scikit-learn estimators a ``PartialFit`` checkpoint may be rebuilt as without a
+    template (:func:`streamlog.consumers.predict.build_learner`): imported here by fixed
+    names, never by a name from the data. Each stores its constructor parameters and does
+    nothing else on construction."""
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.linear_model import (PassiveAggressiveClassifier, PassiveAggressiveRegressor, Perceptron,
+                                      SGDClassifier, SGDRegressor)
+    from sklearn.naive_bayes import BernoulliNB, GaussianNB, MultinomialNB
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+    return {class_name(c): c for c in (SGDRegressor, SGDClassifier, PassiveAggressiveRegressor,
+                                       PassiveAggressiveClassifier, Perceptron, MiniBatchKMeans, GaussianNB,
+                                       MultinomialNB, BernoulliNB, MLPRegressor, MLPClassifier)}

@@ -7,7 +7,7 @@ import threading
 
 from .config import mask_url, resolve_url
 from .errors import UnknownStreamError
-from .names import check_name
+from .names import check_name, did_you_mean
 from .store import Store, open_store
 
 
@@ -41,8 +41,17 @@ class Client:
         check_name(name)
         record = self.store.get_stream(name)
         if record is None:
-            raise UnknownStreamError(f"no stream named {name!r} at {mask_url(self.url)}")
+            raise self.unknown_stream(name, f" at {mask_url(self.url)}")
         return Stream(self, name, record)
+
+    def unknown_stream(self, name: str, where: str = "") -> UnknownStreamError:
+        """The error for a stream ``name`` that does not exist, suggesting the closest
+        existing name (``no stream named 'senors' (did you mean 'sensors'?)``)."""
+        try:
+            hint = did_you_mean(name, self.store.streams())
+        except Exception:  # noqa: BLE001 - the suggestion is a courtesy: never hide the real error
+            hint = ""
+        return UnknownStreamError(f"no stream named {name!r}{hint}{where}")
 
     def streams(self) -> list[str]:
         """Names of all streams, sorted."""

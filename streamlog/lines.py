@@ -15,7 +15,12 @@ from typing import Any, Iterator, Optional
 from .errors import BadItemError
 
 DEAD_TEXT_LIMIT = 65_536  # characters of a bad line kept in its dead letter
-_LONG_NUMBER = re.compile(rb"\d{20}")
+# orjson reads an integer below -2**63 or above 2**64 - 1 as a float: 19 digits or more
+# orjson reads integers of 19 digits and more (past 64 bits) as floats: a run of 19 digits
+# sends the text to the exact parser instead. Found with translate + find (C loops, ~30 µs
+# per 50 KB; a regex takes 0.5 ms).
+_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_RUN = b"0" * 19
 _INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
 _FLOAT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
 _BOM = b"\xef\xbb\xbf"
@@ -36,22 +41,38 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_json(raw: bytes | str, where: str, nested_arrays: bool = True) -> dict:
-    """Parse and check one item as the target store will (``nested_arrays``: whether it
-    can hold a list inside a list); raises :class:`BadItemError` saying ``where`` it is."""
+def json_value(raw: bytes | str) -> Any:
+    """One JSON value, with streamlog's number rule: every integer is read exactly (never
+    as a float), so that :func:`streamlog.items.normalize` refuses one outside the signed
+    64-bit range as ``Stream.append`` would, instead of storing it rounded; a number with a
+    fraction or an exponent is a float. Raises ``orjson.JSONDecodeError`` (a ``ValueError``)
+    when ``raw`` is not JSON. Shared by every path that reads JSON text into items (lines,
+    the TCP and MQTT bridges)."""
     import orjson
 
     raw = raw.encode() if isinstance(raw, str) else raw
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadItemError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if _LONG_NUMBER.search(raw):
+    value = orjson.loads(raw)
+    if raw.translate(_DIGITS).find(_LONG_RUN) >= 0:
         # orjson turns integers beyond 64 bits into floats, silently; the standard parser
-        # keeps them exact, so that normalize() rejects them as Stream.append would.
+        # keeps them exact (orjson has already refused what is not JSON, NaN included).
         import json
 
         value = json.loads(raw, parse_constant=_no_constants)
+    return value
+
+
+def parse_json(raw: bytes | str, where: str, nested_arrays: bool = True) -> dict:
+    """Parse (:func:`json_value`) and check one item as the target store will
+    (``nested_arrays``: whether it can hold a list inside a list); raises
+    :class:`BadItemError` saying ``where`` it is."""
+    import orjson
+
+    try:
+        value = json_value(raw)
+    except orjson.JSONDecodeError as exc:
+        # Streamlog's own words only: the parser's message (its wording, even its column,
+        # changes between orjson versions) stays the exception's __cause__.
+        raise BadItemError(f"{where}: not valid JSON") from exc
     return check_item(value, where, nested_arrays)
 
 

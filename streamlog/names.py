@@ -11,8 +11,10 @@ valid name.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
+from typing import Iterable
 
 from .errors import BadNameError
 
@@ -30,6 +32,13 @@ def check_name(name: object, what: str = "stream") -> str:
             "(starting with a letter, digit or '_', not ending with '.')"
         )
     return name
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the choice closest to ``word`` (a mistyped stream,
+    group, option or key), or "" when none is close. For error paths only."""
+    close = difflib.get_close_matches(word, [c for c in choices if c != word], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 DEAD_SUFFIX = ".dead"

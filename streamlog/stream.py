@@ -14,8 +14,8 @@ from .errors import (ConsumerError, KeyBusyError, KeyReusedError, StreamlogError
 from .groups import ConsumerGroup
 from .items import (MAX_ITEM_BYTES, encode_many, fingerprint, ms_to_datetime, nested_array_path, normalize_many,
                     now_ms)
-from .names import DEAD_SUFFIX, check_idempotency_key, check_name, dead_letter_stream
-from .store.base import KEY_WINDOW_MS, Batch, StreamRecord
+from .names import DEAD_SUFFIX, check_idempotency_key, check_name, dead_letter_stream, did_you_mean
+from .store.base import KEEP_MODEL_HISTORY, KEY_WINDOW_MS, Batch, StreamRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -121,6 +121,10 @@ class Stream:
         digest = fingerprint(normalized)
         once = self.store.append_once(self.name, key, digest, normalized, now_ms(), encoded,
                                       window_ms=KEY_WINDOW_MS, wait=wait)
+        if once.busy and once.lost:
+            raise KeyBusyError(f"the append with key {key!r} to {self.name!r} stopped: its lease on the key could "
+                               "not be renewed in time (the database did not answer); retry with the same key "
+                               "to complete it")
         if once.busy:
             raise KeyBusyError(f"the first append with key {key!r} to {self.name!r} is still in progress; retry")
         if not once.appended and once.digest != digest:
@@ -224,7 +228,8 @@ class Stream:
         """An existing group; :class:`UnknownGroupError` when there is none by that name."""
         found = _groups.find_group(self, check_name(name, "group"))
         if found is None:
-            raise UnknownGroupError(f"stream {self.name!r} has no group {name!r}")
+            hint = did_you_mean(name, [g.name for g in self.groups()])
+            raise UnknownGroupError(f"stream {self.name!r} has no group {name!r}{hint}")
         return ConsumerGroup.of(self, found)
 
     def groups(self) -> list[ConsumerGroup]:
@@ -250,7 +255,7 @@ class Stream:
         """
         record = self.store.get_stream(self.name)
         if record is None:
-            raise UnknownStreamError(f"no stream named {self.name!r}")
+            raise self.client.unknown_stream(self.name)
         store = self.store
         last = store.last_offset(self.name)
         first = store.first_offset(self.name)
@@ -307,22 +312,36 @@ class Stream:
         seq, saved, state = found
         return {"name": name, "group": group, "seq": seq, "saved": ms_to_datetime(saved), "state": state}
 
-    def save_model(self, name: str, group: str, seq: int, state: dict) -> None:
+    def save_model(self, name: str, group: str, seq: int, state: dict, point: dict | None = None) -> None:
         """Checkpoint a learner's state (plain data: numbers, strings, lists, dicts, arrays)
         as of window ``seq`` of ``group``. Used by learners.
 
         Versions are keyed by ``seq``: the highest ``seq`` is the newest; saving an
-        existing ``seq`` again replaces that version (the last three are kept)."""
+        existing ``seq`` again replaces that version (the last three are kept).
+        ``point``: the window's metrics (a small dict of plain data), kept for the last
+        1,000 windows as the model's history (:meth:`model_history`)."""
+        plain = self._plain_model_data(name, state, "state")
+        if point is not None:
+            point = self._plain_model_data(name, point, "metrics point")
+        self.store.save_model(self.name, group, name, seq, plain, point)
+
+    def _plain_model_data(self, name: str, value: Any, what: str) -> Any:
         try:
-            plain = orjson.loads(orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY))
+            plain = orjson.loads(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY))
         except TypeError as exc:
-            raise ConsumerError(f"model state of {name!r} is not plain data: {exc}") from None
+            raise ConsumerError(f"model {what} of {name!r} is not plain data: {exc}") from None
         if not self.store.nested_arrays:
             found = nested_array_path(plain)
             if found:
-                raise ConsumerError(f"model state of {name!r} has a list inside a list at {found}, "
+                raise ConsumerError(f"model {what} of {name!r} has a list inside a list at {found}, "
                                     "which this server (FerretDB) cannot store")
-        self.store.save_model(self.name, group, name, seq, plain)
+        return plain
+
+    def model_history(self, name: str, group: str = "default", limit: int = KEEP_MODEL_HISTORY) -> list[dict]:
+        """The metrics a learner saved with its checkpoints, one per window, oldest first
+        (the last ``limit`` windows, at most 1,000 are kept): ``{"seq", "saved", **point}``."""
+        found = self.store.model_history(self.name, check_name(group, "group"), check_name(name, "model"), limit)
+        return [{**point, "seq": seq, "saved": ms_to_datetime(saved)} for seq, saved, point in found]
 
     # -- retention ------------------------------------------------------------
 
@@ -429,7 +448,7 @@ class Stream:
         a new, empty stream of that name.
         """
         if not self.store.drop(self.name):
-            raise UnknownStreamError(f"no stream named {self.name!r}")
+            raise self.client.unknown_stream(self.name)
 
 
 __all__ = ["Stream", "DEAD_SUFFIX"]

@@ -12,13 +12,29 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from .consumers.streaming import StreamingTarget, deferred
 from .errors import ConsumerError
 
 
 def load_target(target: str) -> Callable:
     """Import ``MODULE:FUNCTION``. MODULE is a dotted module (importable from the current
     directory) or a path to a ``.py`` file; FUNCTION may be a dotted attribute path and any
-    callable (a function, an instance with ``__call__``, a bound method)."""
+    callable (a function, an instance with ``__call__``, a bound method). A function
+    decorated with ``@streamlog.streaming(...)`` is returned as the plain function: the
+    module is imported with the decorator deferred (it does not start consuming)."""
+    fn = load_decorated(target)
+    return fn.fn if isinstance(fn, StreamingTarget) else fn
+
+
+def load_decorated(target: str) -> Callable:
+    """:func:`load_target`, but a function decorated with ``@streamlog.streaming(...)``
+    comes as its :class:`~streamlog.consumers.streaming.StreamingTarget`, carrying the
+    decorator's stream and options (``streamlog run`` takes them as its defaults)."""
+    with deferred():
+        return _load(target)
+
+
+def _load(target: str) -> Callable:
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
         raise ConsumerError(f"{target!r}: expected MODULE:FUNCTION (e.g. mymodule:consume or jobs/consume.py:main)")

@@ -228,6 +228,66 @@ def test_live_messages_of_every_kind_land_in_the_stream(broker, sqlite_url):
     assert counters["lag"] is not None and 0 <= counters["lag"] < 5
 
 
+OUT_OF_RANGE = "is an integer outside the 64-bit range"
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"n": -9223372036854775809}', b'{"n": 18446744073709551616}', b'{"n": 1180591620717411303425}',
+])
+def test_payloads_and_lines_share_one_number_rule(raw):
+    from streamlog.bridges.mqtt import _payload
+    from streamlog.errors import BadItemError
+    from streamlog.lines import json_value, parse_json
+
+    assert _payload(raw) == (json_value(raw), None)
+    assert type(json_value(raw)["n"]) is int  # exact, never a float
+    with pytest.raises(BadItemError) as refused:  # as `streamlog append` and the TCP bridge refuse it
+        parse_json(raw, "line 1")
+    assert str(refused.value) == f"line 1: item value at n {OUT_OF_RANGE}"
+
+
+def test_integers_beyond_64_bits_are_stored_as_text_with_an_error_never_rounded(broker, url):
+    # The MQTT payload decoder reads numbers by the one rule of `streamlog append`, the TCP
+    # bridge and HTTP: an integer the log cannot hold exactly is refused, not rounded.
+    stream = streamlog.stream("numbers", url)
+    source = MQTTSource(broker.url("n/#"), stream, status_every=None, flush_ms=20)
+    sent = [
+        b'{"amount": 123456789012345678901234567890}',  # was stored as 1.2345678901234568e+29
+        b'{"id": 1180591620717411303425}',  # 2**70 + 1: was the float 2**70
+        b"-9223372036854775809",  # -2**63 - 1, 19 digits: orjson alone reads a float
+        b"123456789012345678901234567890",  # a bare number
+        b'[1, {"deep": [18446744073709551616]}]',  # 2**64, inside containers
+        b'{"lo": -9223372036854775808, "hi": 9223372036854775807, "f": 0.12345678901234567890}',
+    ]
+    with running(source):
+        publish(broker, [("n/x", raw) for raw in sent])
+        wait_until(lambda: len(stream) == len(sent), timeout=10, message="every message stored")
+    items = data(stream)
+    for item, raw, where in zip(items, sent, ["payload.amount", "payload.id", "payload", "payload",
+                                              "payload[1].deep[0]"]):
+        assert item["payload"] == raw.decode(), raw  # the exact text, never a rounded number
+        assert item["error"] == f"item value at {where} {OUT_OF_RANGE}", raw
+    assert items[-1]["payload"] == {"lo": -2**63, "hi": 2**63 - 1, "f": 0.12345678901234568}
+    assert "error" not in items[-1]
+    assert source.counters.snapshot()["errors"] == 5
+
+
+def test_id_field_never_drops_a_distinct_big_id(broker, url):
+    stream = streamlog.stream("bigids", url)
+    source = MQTTSource(broker.url("ids/#"), stream, id_field="id", status_every=None, flush_ms=20)
+    # equal as floats, all distinct: two beyond 64 bits, the text of one, four at the edges
+    distinct = [2**70, 2**70 + 1, str(2**70 + 1), 2**63 - 1, 2**63 - 2, -2**63, -2**63 + 1]
+    with running(source):
+        publish(broker, [("ids/x", f'{{"id": {json.dumps(i)}}}'.encode()) for i in distinct])
+        wait_until(lambda: len(stream) == len(distinct), timeout=10, message="every distinct id")
+        publish(broker, [("ids/x", b'{"id": 1180591620717411303425}')])  # a true duplicate of 2**70 + 1
+        wait_until(lambda: source.duplicates == 1, timeout=5, message="the duplicate acknowledged")
+    assert source.counters.received == len(distinct) + 1 and len(stream) == len(distinct)
+    stored = payloads(stream)
+    assert stored[:2] == [f'{{"id": {2**70}}}', f'{{"id": {2**70 + 1}}}']  # as text, with an error
+    assert stored[2:] == [{"id": i} for i in distinct[2:]]
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_messages_published_while_the_bridge_is_down_land_when_it_is_back(broker, sqlite_url, protocol):
     stream = streamlog.stream("offline", sqlite_url)
@@ -527,6 +587,47 @@ def test_sink_raises_unreachable_when_the_broker_is_down_and_the_window_is_not_c
         sink.close()
         subscriber.close()
     assert windows() == [{"n": 1}, {"n": 2}]  # (the probe may come twice: QoS 1 to the subscriber)
+
+
+def test_a_learner_whose_broker_was_down_publishes_the_window_on_retry(broker, url):
+    # The window is learned and checkpointed, then the broker does not acknowledge its record:
+    # the retry must not learn it again, and must publish its record (at least once).
+    from streamlog.consumers import OnlineLinearRegression
+
+    stream = streamlog.stream("learn", url)
+    stream.extend([{"x": float(i), "y": 2.0 * i + 1} for i in range(100)])
+    sink = MQTTSink(broker.url("learn/model"), timeout=1.0)
+    subscriber = Subscriber(broker, "learn/#", client_id="learn-subscriber")
+    real, down = sink.extend, []
+
+    def extend(records):
+        records = list(records)
+        if not down and any(r["seq"] == 2 for r in records):
+            down.append(True)
+            broker.stop()
+            try:
+                return real(records)
+            finally:
+                broker.start()  # back for the retry
+        return real(records)
+
+    sink.extend = extend
+    model = OnlineLinearRegression(["x"], "y")
+    try:
+        consumer = Consumer(stream, model, CountWindow(20), sink=sink, blocking=False, retry_delay=0)
+        assert consumer.run() == 5
+        assert down and consumer.failed == 1  # window 2's first attempt: the broker was down
+        assert consumer.dead_lettered == 0 and stream.buffer() == []
+
+        def seqs():
+            return sorted({m[1]["seq"] for m in subscriber.messages})
+
+        wait_until(lambda: seqs() == [1, 2, 3, 4, 5], timeout=10, message="a record of every window")
+    finally:
+        sink.close()
+        subscriber.close()
+    assert {m[1]["n_seen"] for m in subscriber.messages if m[1]["seq"] == 2} == {40}
+    assert model.n_seen_ == 100 and stream.model(model.name)["state"]["n_seen"] == 100  # learned once
 
 
 def test_sink_to_a_port_nobody_listens_on():

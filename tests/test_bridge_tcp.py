@@ -139,7 +139,7 @@ def test_a_bad_line_is_answered_and_skipped(url):
         c.send('{"a": 1}', "not json", "[1, 2]", '{"n": 123456789012345678901234567890}', "",
                '{"a": 2}', "# ack")
         assert c.lines(4) == [
-            "error line 2: not valid JSON (invalid literal at column 1)",
+            "error line 2: not valid JSON",
             "error line 3: an item must be a dict, not list",
             "error line 4: item value at n is an integer outside the 64-bit range",
             "ok line 7",
@@ -154,11 +154,11 @@ def test_a_bad_line_goes_to_the_dead_letter_stream(stream):
     listener = TCPListener("tcp://127.0.0.1:0", stream, flush_ms=10, on_error="dead-letter", status_every=None)
     with serving(listener), clients(listener.port) as (c,):
         c.send('{"a": 1}', '{"a": ', '{"a": 2}', "# ack")
-        assert c.lines(2) == ["error line 2: not valid JSON (unexpected end of data at column 6)", "ok line 4"]
+        assert c.lines(2) == ["error line 2: not valid JSON", "ok line 4"]
         peer = c.peer
     assert data(stream) == [{"a": 1}, {"a": 2}]
     dead = streamlog.stream(streamlog.names.dead_letter_stream("lines"), url=stream.store.url)
-    assert data(dead) == [{"line": 2, "text": '{"a":', "error": "not valid JSON (unexpected end of data at column 6)",
+    assert data(dead) == [{"line": 2, "text": '{"a":', "error": "not valid JSON",
                            "peer": peer}]
 
 
@@ -291,7 +291,7 @@ def _no_sockets(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a socket was made before the address was checked")
 
-    monkeypatch.setattr(tcp.socket, "socket", refuse)
+    monkeypatch.setattr(socket, "socket", refuse)
 
 
 @pytest.mark.parametrize("cls", [TCPListener, TCPPublisher])

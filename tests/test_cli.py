@@ -520,6 +520,21 @@ def test_offsets_and_counts_are_checked_before_anything_changes(url):
     assert "trimmed 4 items" in ok("trim", "s", "--before", INT64_MAX, "--url", url).stdout
 
 
+def test_typed_offsets_and_counts_are_plain_decimal_digits(url):
+    """Issue 17: int() took ``1_000``, ``+5`` and non-ASCII digits; every offset or count
+    typed on the command line is now plain decimal digits, or an error naming the option."""
+    stream = streamlog.connect(url).stream("s")
+    stream.extend([{"i": i} for i in range(5)])
+    for args in (["tail", "s", "-n", "1_0"], ["tail", "s", "--from", "1_0"], ["tail", "s", "--from", "+1"],
+                 ["tail", "s", "--from", "0", "--to", "\u0663"], ["trim", "s", "--before", "+3"],
+                 ["trim", "s", "--before", " 3"], ["run", "mod:f", "-s", "s", "--size", "1e3"],
+                 ["redrive", "s", "--limit", "0x10"]):
+        line = fails(2, *args, "--url", url, input="")
+        assert "Invalid value" in line, line
+    assert [r["offset"] for r in stream.read()] == [0, 1, 2, 3, 4]  # nothing trimmed
+    assert [r["offset"] for r in records(ok("tail", "s", "--from", "3", "--json", "--url", url).stdout)] == [3, 4]
+
+
 @pytest.mark.parametrize("use_env", [False, True], ids=["--url", "STREAMLOG_URL"])
 def test_read_only_commands_never_create_a_database(tmp_path, use_env):
     path = tmp_path / "typo" / "deeper" / "streams.db"

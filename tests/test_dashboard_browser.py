@@ -5,7 +5,9 @@ the embedded backend.
 What a user relies on: the streams table shows the streams and their lengths and keeps
 up without a reload; a stream page's live tail shows a newly appended item; item content
 is text (an item holding ``<script>`` or ``<img onerror=…>`` is shown, never run); a model
-page's chart gains a point for each window a learner commits beside it; with ``--token``
+page's chart gains a point for each window a learner commits beside it, and a page opened
+after training draws the model's whole history; a stream page opened before its stream
+exists goes live when it appears; with ``--token``
 the page asks for the token once and then works (cookie, HttpOnly).
 
 With CI set, a missing Chromium or ChromeDriver fails the run; elsewhere the tests skip.
@@ -289,6 +291,75 @@ def test_model_chart_gains_a_point_per_committed_window(browser, server, db):
     screenshot(browser, "model")
 
 
+def chart_attr(driver, chart: str, name: str) -> str | None:
+    found = css(driver, f'[data-testid="chart-{chart}"]')
+    return found[0].get_attribute(f"data-{name}") if found else None
+
+
+def integer_ticks(driver, chart: str) -> bool:
+    """Whether every tick of the chart's x axis (window number) is a whole number."""
+    ticks = (chart_attr(driver, chart, "ticks") or "").split()
+    return bool(ticks) and all(float(t).is_integer() for t in ticks)
+
+
+def test_model_page_opened_after_training_draws_the_whole_history(browser, server, db):
+    """Issue 17: a page opened late drew one dot per series (only the newest checkpoint),
+    with fractional window ticks. Now it draws every window learned — more windows than the
+    store keeps full checkpoints of — as a line on whole-number ticks, then goes on live."""
+    rng = np.random.default_rng(11)
+    stream = streamlog.connect(db).stream("late.sensors")
+    model = OnlineLinearRegression(features=["x1", "x2"], target="y", name="late")
+    windows = 8
+    for _ in range(windows):
+        stream.extend(regression_rows(rng, 30))
+    assert learn(db, "late.sensors", model, 30) == windows
+    open_page(browser, server, "/models/late.sensors/default/late")
+    wait_for(browser, lambda d: points(d, "coef") == windows, f"the {windows} windows learned before the page opened")
+    assert (chart_attr(browser, "coef", "first"), chart_attr(browser, "coef", "last")) == ("1", str(windows))
+    wait_for(browser, lambda d: points(d, "error") == windows - 1, "the error of every window but the first")
+    assert integer_ticks(browser, "coef"), chart_attr(browser, "coef", "ticks")
+    stream.extend(regression_rows(rng, 30))  # and live from there
+    learn(db, "late.sensors", model, 30)
+    wait_for(browser, lambda d: points(d, "coef") == windows + 1, "the next window, live")
+    assert chart_attr(browser, "coef", "last") == str(windows + 1)
+    assert script_errors(browser) == []
+
+
+def test_a_one_window_chart_has_whole_window_ticks(browser, server, db):
+    stream = streamlog.connect(db).stream("one.sensors")
+    stream.extend(regression_rows(np.random.default_rng(5), 30))
+    learn(db, "one.sensors", OnlineLinearRegression(features=["x1", "x2"], target="y"), 30)
+    open_page(browser, server, "/models/one.sensors/default/OnlineLinearRegression")
+    wait_for(browser, lambda d: points(d, "coef") == 1 and chart_attr(d, "coef", "ticks"), "the one window's chart")
+    assert integer_ticks(browser, "coef"), chart_attr(browser, "coef", "ticks")
+
+
+def test_stream_page_opened_before_its_stream_goes_live_when_it_appears(browser, server, db):
+    """Issue 17: the page said "offline" (the server is up) and stayed on "waiting for
+    items…" until a reload. Now it waits for the stream and goes live by itself."""
+    open_page(browser, server, "/streams/early.s")
+    wait_for(browser, lambda d: css(d, '[data-testid="stream-waiting"]'), "the wait for the stream")
+    status = '[id="status"]'
+    wait_for(browser, lambda d: text_of(d, status) == "waiting for the stream", "the status: waiting, not offline")
+    assert css(browser, status)[0].get_attribute("data-state") == "live"
+    assert css(browser, '[data-testid="error"]') == []
+    stream = streamlog.connect(db).stream("early.s")  # created, still empty
+    wait_for(browser, lambda d: css(d, '[data-testid="stream-waiting"]') == [], "the stream, without a reload")
+    assert text_of(browser, '[data-testid="tail-count"]') == "waiting for items…"
+    stream.extend([{"n": i} for i in range(3)])
+    rows = '[data-testid="tail-row"]'
+    wait_for(browser, lambda d: len(css(d, rows)) == 3, "the items, without a reload")
+    offset = stream.append({"n": 3})
+    wait_for(browser, lambda d: css(d, rows)[0].get_attribute("data-offset") == str(offset), "a newer item")
+    wait_for(browser, lambda d: text_of(d, status) == "live", "the status: live")
+    stream.drop()  # dropped while the page is open: waited for again, and its new tail starts over
+    wait_for(browser, lambda d: css(d, '[data-testid="stream-waiting"]'), "the wait for the dropped stream")
+    streamlog.connect(db).stream("early.s").extend([{"again": True}])
+    wait_for(browser, lambda d: [r.get_attribute("data-offset") for r in css(d, rows)] == ["0"], "the new tail")
+    assert '"again": true' in css(browser, rows)[0].text
+    assert script_errors(browser) == []
+
+
 def test_kmeans_model_page_charts_centres_and_counts(browser, server, db):
     rng = np.random.default_rng(3)
     stream = streamlog.connect(db).stream("ml.points")
@@ -335,6 +406,10 @@ def test_streams_table_shows_each_stream_and_keeps_up(browser, server, db):
     wait_for(browser, lambda d: cell("sensors", "length") == "3", "the sensors row with 3 items")
     assert cell("orders", "length") == "4"
     assert "audit 1" in cell("sensors", "pending")
+    # no badge for a group no consumer ever took a window from (issue 17: "default 3" read as a lag)
+    assert "default" not in cell("sensors", "pending") and "default" not in cell("orders", "pending")
+    client.stream("sink.only").extend([{"v": 1}, {"v": 2}])  # what a sink= writes: nobody consumes it
+    wait_for(browser, lambda d: cell("sink.only", "pending") == "no consumers yet", "no pending badge")
     assert cell("orders", "dead") == "1"  # the order that failed went to the dead letters
     headers = [th.text for th in css(browser, '[data-testid="streams-table"] thead th')]
     assert headers == ["STREAM", "ITEMS", "ITEMS/S", "NEWEST", "PENDING PER GROUP", "DEAD LETTERS"]
@@ -343,7 +418,8 @@ def test_streams_table_shows_each_stream_and_keeps_up(browser, server, db):
     wait_for(browser, lambda d: cell("sensors", "length") == "10", "the sensors row to show 10 items")
     wait_for(browser, lambda d: "audit 8" in cell("sensors", "pending"), "8 pending for audit")
     models = [row.get_attribute("data-key") for row in css(browser, '[data-testid="model-row"]')]
-    assert models == ["ml.points/clusters/OnlineKMeans", "ml.sensors/default/OnlineLinearRegression"]
+    ml = [key for key in models if key.startswith("ml.")]  # other tests of the module add models of their own
+    assert ml == ["ml.points/clusters/OnlineKMeans", "ml.sensors/default/OnlineLinearRegression"]
     css(browser, '[data-testid="model-row"][data-key^="ml.sensors/"] a')[0].click()  # to the model page
     wait_for(browser, lambda d: points(d, "coef") >= 1, "the model page from the front page's link")
     open_page(browser, server, "/")

@@ -77,7 +77,7 @@ class MemoryStream:
         seq = max(versions)
         return {"name": name, "group": group, "seq": seq, "state": versions[seq]}
 
-    def save_model(self, name, group, seq, state):
+    def save_model(self, name, group, seq, state, point=None):
         import orjson
 
         plain = orjson.loads(orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY))
@@ -635,10 +635,10 @@ def test_redelivered_window_is_not_learned_twice(sqlite_url):
     w1, w2, w3 = windows_of(stream, rows, 60)
     first = OnlineLinearRegression(FEATURES, "y")
     first(w1)
-    first(w2)
+    sent = first(w2)
     second = OnlineLinearRegression(FEATURES, "y")  # the restarted process
     again = Window(stream, "default", 2, 2, w2.offsets, w2.times_ms, w2.data)
-    assert second(again) is None
+    assert second(again) == sent  # not learned again, but its record goes to the sink again
     assert second.n_seen_ == 120 and second.seq_ == 2
     assert second(w3)["seq"] == 3
     assert second.n_seen_ == 180
@@ -655,15 +655,16 @@ def test_late_windows_fill_holes_once(url):
         model(window)
     assert model.seq_ == 5 and model.state()["holes"] == [3, 3]
     resumed = OnlineLinearRegression(FEATURES, "y")
-    assert resumed(w[2]) is not None  # the hole survives the checkpoint
-    assert resumed(w[2]) is None and resumed(w[4]) is None
-    assert resumed.n_seen_ == 300
+    assert resumed(w[2])["n_seen"] == 300  # the hole survives the checkpoint
+    # already learned: records again (at least once for the sink), nothing learned twice
+    assert resumed(w[2])["model_seq"] == 5 and "model_seq" not in resumed(w[4])
+    assert resumed.n_seen_ == 300 and resumed.windows_ == 1
     # the late window's state replaced the newest version: a third process has everything
     saved = stream.model("OnlineLinearRegression")
     assert saved["seq"] == 5 and saved["state"]["n_seen"] == 300 and saved["state"]["holes"] == []
     third = OnlineLinearRegression(FEATURES, "y")
-    assert third(Window(stream, "default", 3, 3, w[2].offsets, w[2].times_ms, w[2].data)) is None
-    assert third.n_seen_ == 300
+    assert third(Window(stream, "default", 3, 3, w[2].offsets, w[2].times_ms, w[2].data))["seq"] == 3
+    assert third.n_seen_ == 300 and third.windows_ == 0
     np.testing.assert_allclose(np.r_[third.coef_, third.intercept_], lstsq(rows), rtol=1e-9)
 
 
@@ -674,11 +675,11 @@ def test_failed_checkpoint_rolls_back_so_the_retry_counts_once(sqlite_url, monke
     real = type(stream).save_model
     calls = []
 
-    def flaky(self, name, group, seq, state):
+    def flaky(self, name, group, seq, state, point=None):
         calls.append(seq)
         if seq == 2 and calls.count(2) == 1:
             raise RuntimeError("database hiccup")
-        return real(self, name, group, seq, state)
+        return real(self, name, group, seq, state, point)
 
     monkeypatch.setattr(type(stream), "save_model", flaky)
     model = OnlineLinearRegression(FEATURES, "y")
@@ -812,7 +813,8 @@ def test_attach_binds_once_and_refuses_another_key():
     model.attach(stream, "default")
     assert model.n_seen_ == 60 and model.seq_ == 1
     model.attach(stream, "default")  # the same key again: nothing happens (no second load)
-    assert model(windows_of(stream, rows, 60)[0]) is None  # window 1 is in the checkpoint
+    again = model(windows_of(stream, rows, 60)[0])  # window 1 is in the checkpoint: not learned again
+    assert again["seq"] == 1 and again["n_seen"] == 60 and model.n_seen_ == 60
     assert model(windows_of(stream, rows, 60)[1])["seq"] == 2 and model.n_seen_ == 120
     model.attach(stream, "default")
     assert model.n_seen_ == 120

@@ -8,10 +8,15 @@ Guarantees and rules:
   this interpreter), run in the pipeline file's directory with ``STREAMLOG_URL`` set.
   Replicas of a stage share its consumer group, so they split its windows (scale-out);
   the same holds for replicas started by ``streamlog up app.toml --stage NAME`` on
-  other machines against the same database. Children run in their own session: a
-  Ctrl-C reaches the runner only, which then stops them in order; if the runner dies,
-  they stop themselves (parent-death signal on Linux, and a consumer whose report pipe
-  breaks stops after its current window).
+  other machines against the same database. Children run in their own session (so a
+  Ctrl-C reaches the runner only, which then stops them in order) and process group: the
+  runner signals the whole group (``os.killpg``), so what a stage started stops with it.
+  When a replica's process exits, what it left in its group gets SIGTERM, and SIGKILL
+  ``stop_timeout`` seconds later.
+* **Nothing outlives the runner.** The :mod:`.guardian`, a separate process, knows the
+  groups; when the runner dies however it dies (its pipe's end of file), it sends them
+  SIGTERM, then SIGKILL after ``stop_timeout``. Should the guardian be gone too, a
+  consumer whose report pipe breaks stops after its current window (see :mod:`.stage`).
 * **Restarts.** A replica that exits on its own (a consumer always; a command with a
   non-zero code) is restarted after ``restart.delay · 2^(n-1)`` seconds, at most
   ``restart.max_delay``, where n counts its crashes within the last ``restart.within``
@@ -19,7 +24,7 @@ Guarantees and rules:
   which exits 1 naming the stage and its last error. A command that exits 0 is finished.
   A stage that cannot start as configured (exit :data:`~.stage.EXIT_CONFIG`) stops the
   app at once (exit 2): restarting would not help.
-* **Stopping.** SIGTERM or SIGINT (Ctrl-C) → SIGTERM to every child: consumers finish
+* **Stopping.** SIGTERM or SIGINT (Ctrl-C) → SIGTERM to every child's group: consumers finish
   and commit their current window and exit. After ``stop_timeout`` seconds (or a second
   Ctrl-C) the stragglers are killed with SIGKILL — their windows are redelivered
   (their leases run out), so nothing is lost either way. Exit 0.
@@ -46,6 +51,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from ..config import mask_url, parse_url, resolve_url
+from .guardian import Guardian, group_alive, signal_group
 from .spec import AppSpec, Stage
 from .stage import EXIT_CONFIG, FD_VARIABLE
 from .status import Row, rich_table, text_table
@@ -191,6 +197,9 @@ class Runner:
         self._idle_since: float | None = None
         self._commands_done_at: float | None = None
         self._console = None
+        self._leftovers: dict[int, float] = {}  # process groups whose leader exited -> SIGKILL deadline
+        self._killing = False  # the stop deadline passed: leftovers get SIGKILL at once
+        self.guardian = Guardian(app.stop_timeout)
 
     # -- control ---------------------------------------------------------------
 
@@ -213,6 +222,10 @@ class Runner:
                 previous[sig] = signal.signal(sig, self._on_signal)
         live = None
         try:
+            self.guardian.start()
+        except OSError as exc:  # cannot fork now: the stages would fail to start as well
+            self._print(f"streamlog up: warning: no guardian ({exc}); stages may outlive a killed runner")
+        try:
             if self.live:
                 from rich.console import Console
                 from rich.live import Live
@@ -231,6 +244,7 @@ class Runner:
             for sig, old in previous.items():
                 signal.signal(sig, old)
             self._selector.close()
+            self.guardian.close()  # after an error, it ends the groups still running
         return self.code
 
     def _supervise(self, live) -> None:
@@ -245,6 +259,7 @@ class Runner:
             self._pump(0.1)
             self._reap()
             now = time.monotonic()
+            self._sweep(now)
             if now >= next_refresh:
                 next_refresh = now + REFRESH_EVERY
                 self._rates(now)
@@ -290,6 +305,8 @@ class Runner:
             replica.proc = None
             self._crashed(replica, f"cannot start: {exc}")
             return
+        else:
+            self.guardian.add(replica.proc.pid)  # its own session: process group id = pid
         finally:
             os.close(out_w)
             if status_w is not None:
@@ -368,6 +385,7 @@ class Runner:
             code = replica.proc.poll()
             if code is None:
                 continue
+            self._orphans(replica.proc.pid)
             self._drain(replica)
             for fd in list(replica.pipes):  # the rest of a pipe a grandchild still holds open
                 self._selector.unregister(fd)
@@ -438,25 +456,42 @@ class Runner:
                 replica.state = "stopped"
         deadline = time.monotonic() + timeout
         signals = self._signals
-        while any(r.proc is not None for r in self.replicas):
+        while any(r.proc is not None for r in self.replicas) or self._leftovers:
             if time.monotonic() >= deadline or self._signals > signals:  # or a second Ctrl-C
+                self._killing = True
                 for replica in self.replicas:
                     if replica.proc is not None:
-                        replica.proc.kill()
+                        signal_group(replica.proc.pid, signal.SIGKILL)
                         replica.error = replica.error or "killed: did not stop in time"
                 deadline = float("inf")
             self._pump(0.05)
             self._reap()
+            self._sweep(time.monotonic())
             if live is not None:
                 live.update(self._table())
 
     def _terminate(self, replica: Replica) -> None:
         replica.stop_sent = True
         replica.state = "stopping"
-        try:
-            replica.proc.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        signal_group(replica.proc.pid, signal.SIGTERM)  # the stage and whatever it started
+
+    def _orphans(self, pgid: int) -> None:
+        """The leader of process group ``pgid`` (a replica's process) exited: what it left
+        running in its group gets SIGTERM, and SIGKILL ``stop_timeout`` seconds later."""
+        if signal_group(pgid, signal.SIGKILL if self._killing else signal.SIGTERM) and not self._killing:
+            self._leftovers[pgid] = time.monotonic() + self.app.stop_timeout
+        else:
+            self.guardian.remove(pgid)
+
+    def _sweep(self, now: float) -> None:
+        """Forget the leftover groups that are empty; SIGKILL those past their deadline."""
+        for pgid, deadline in list(self._leftovers.items()):
+            if group_alive(pgid):
+                if now < deadline and not self._killing:
+                    continue
+                signal_group(pgid, signal.SIGKILL)
+            del self._leftovers[pgid]
+            self.guardian.remove(pgid)
 
     # -- idle and status -------------------------------------------------------
 

@@ -12,7 +12,12 @@ whose file descriptor is in ``STREAMLOG_STAGE_FD``: one JSON line every
 Exit codes: 0 stopped on request; :data:`EXIT_CONFIG` the stage cannot start as
 configured (bad window options, a function that does not import: restarting would not
 help, so the runner stops the app); anything else is a crash, which the runner restarts.
-If the runner disappears (the pipe breaks), the stage stops as if it got SIGTERM.
+If the runner disappears, its guardian (:mod:`.guardian`) sends SIGTERM to the stage's
+process group (a graceful stop), then SIGKILL ``stop_timeout`` seconds later. No
+parent-death signal is asked for: arriving first, it would make the guardian's SIGTERM
+a second signal, which means "stop now" (the window in progress abandoned). Should the
+guardian be gone too, a consumer whose report pipe broke and got no SIGTERM within
+:data:`ORPHAN_GRACE` seconds stops by itself, after its current window.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -35,6 +39,8 @@ REPORT_EVERY = 0.5
 EXIT_CONFIG = 78
 #: environment variable holding the report pipe's file descriptor
 FD_VARIABLE = "STREAMLOG_STAGE_FD"
+#: seconds a consumer whose runner is gone waits for the guardian's SIGTERM before stopping
+ORPHAN_GRACE = 1.0
 
 
 class Counted:
@@ -194,9 +200,14 @@ class Reporter:
 
     def _loop(self) -> None:
         while not self._stop.wait(REPORT_EVERY):
-            if not self.send(**self.counters()):
-                self.consumer.stop()  # the runner is gone: stop as on SIGTERM
+            if not self.send(**self.counters()):  # the runner is gone
+                if not self._stop.wait(ORPHAN_GRACE) and not self._stopping():
+                    self.consumer.stop()  # and no SIGTERM from its guardian: stop as on SIGTERM
                 return
+
+    def _stopping(self) -> bool:
+        run = getattr(self.consumer, "consumer", None)
+        return bool(getattr(run, "stopping", False))
 
     def close(self) -> None:
         self._stop.set()
@@ -208,26 +219,17 @@ class Reporter:
                 pass
 
 
-def _die_with_parent() -> None:
-    """Get SIGTERM when the runner dies (Linux), so no stage outlives it; if it is already
-    gone, stop now."""
+def _exit_if_orphan() -> None:
+    """Exit now if the runner that started this process is already gone (while it runs,
+    ending this process group when the runner dies is the guardian's job)."""
     runner = os.environ.get("STREAMLOG_RUNNER_PID")
-    if not runner or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG: survives exec
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(runner):
+    if runner and os.getppid() != int(runner):
         sys.exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _die_with_parent()
+    _exit_if_orphan()
     if argv and argv[0] == "--exec":  # a command stage: become its program
         try:
             os.execvp(argv[1], argv[1:])

@@ -39,6 +39,7 @@ import orjson
 from ..config import mask_url
 from ..errors import BadItemError, BadURLError, ConsumerError, StreamlogError, UnreachableError
 from ..items import encode_many, normalize, to_jsonable
+from ..lines import json_value  # one number rule with `streamlog append` and the TCP bridge
 from .base import STATUS_EVERY, Bridge
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -214,9 +215,11 @@ class _Pending:
 
 
 def _payload(raw: bytes) -> tuple[Any, str | None]:
-    """(payload, encoding): a JSON value, else UTF-8 text, else base64 text."""
+    """(payload, encoding): a JSON value (integers exact, as :func:`~streamlog.lines.json_value`
+    reads them: one outside the 64-bit range is then refused and stored as text with an
+    ``"error"``, never rounded), else UTF-8 text, else base64 text."""
     try:
-        return orjson.loads(raw), None
+        return json_value(raw), None
     except orjson.JSONDecodeError:
         pass
     try:
@@ -230,8 +233,8 @@ def _id_key(value: Any) -> bytes | None:
         return None
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        return orjson.dumps(repr(value))
+    except TypeError:  # e.g. an integer beyond 64 bits: exact, and never equal to a JSON key
+        return b"repr:" + repr(value).encode()
 
 
 _TRANSIENT: tuple[type[BaseException], ...] = (StreamlogError, OSError, sqlite3.Error)
@@ -300,10 +303,11 @@ class MQTTSource(Bridge):
     acknowledged and not stored again; messages without the field are always stored.
 
     Payloads that are JSON but cannot be stored as items (keys with ``.`` or ``$``,
-    integers outside the signed 64-bit range — beyond 2**64 the JSON parser already
-    reads a float —, too deep) are stored as text with an ``"error"``; a payload
-    too big for an item (1 MiB) is stored as ``payload: None`` with ``"error"`` and
-    ``"size"`` (each counts in ``counters.errors``). Nothing is dropped silently.
+    integers outside the signed 64-bit range — read exactly, never as a rounded float,
+    by the number rule every ingest path shares —, too deep) are stored as text with an
+    ``"error"``; a payload too big for an item (1 MiB) is stored as ``payload: None``
+    with ``"error"`` and ``"size"`` (each counts in ``counters.errors``). Nothing is
+    dropped silently.
 
     ``counters``: ``received`` (messages, redelivered copies included), ``stored``
     (items appended), ``errors`` (lost connections, failed connection attempts, failed

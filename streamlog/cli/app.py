@@ -27,9 +27,18 @@ from .common import PROG, ClickException, FormatOption, UrlOption, UsageError, V
 EXIT_DEAD_LETTERED = 6  # `run --once` moved items to the dead-letter stream
 
 
+MAX_ERROR_LINE = 200  # characters of a ``streamlog: error: ...`` line, prefix included
+
+
 def error_line(message: str, kind: str = "error") -> None:
-    message = mask_url(" ".join(str(message).split("\n")).strip()) or "unknown error"
-    typer.echo(f"{PROG}: {kind}: {message}", err=True)
+    """Print one ``streamlog: KIND: message`` line, credentials masked. An error line is
+    cut at :data:`MAX_ERROR_LINE` characters: the messages streamlog builds are short and
+    cause-first, so this only guards against a long foreign text (``-v`` causes are whole)."""
+    message = mask_url(" ".join(str(message).splitlines()).strip()) or "unknown error"
+    line = f"{PROG}: {kind}: {message}"
+    if kind == "error" and len(line) > MAX_ERROR_LINE:
+        line = line[:MAX_ERROR_LINE - 1] + "…"
+    typer.echo(line, err=True)
 
 
 def _causes(exc: BaseException) -> None:
@@ -52,7 +61,9 @@ def database_error(exc: BaseException) -> StreamlogError | None:
 
     module = type(exc).__module__ or ""
     if module.startswith("pymongo") or module.startswith("bson"):
-        return UnreachableError(mask_url(f"database error: {type(exc).__name__}: {exc}"))
+        from streamlog.store.mongo import describe_error  # pymongo is loaded: it raised this
+
+        return UnreachableError(f"database error: {describe_error(exc)}")
     if isinstance(exc, sqlite3.Error):
         return UnreachableError(mask_url(f"database error: {exc}"))
     return None

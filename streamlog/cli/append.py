@@ -35,7 +35,7 @@ from streamlog.names import check_name, dead_letter_stream
 
 from . import common
 from .app import app
-from .common import PROG, UrlOption, UsageError, VerboseOption, examples, global_settings, int64
+from .common import PROG, UrlOption, UsageError, VerboseOption, examples, global_settings, digits
 from streamlog.lines import Line, csv_rows, json_lines, parse_json
 
 from .output import offsets, plural
@@ -352,7 +352,7 @@ def append_command(
         help="Append batches as lines arrive (default when stdin is a pipe or a terminal), or read "
              "everything first and append all or nothing (default for a file).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", "--batch", min=1, callback=int64, metavar="N", show_default=False,
+        "--batch-size", "--batch", parser=digits(1), metavar="N", show_default=False,
         help=f"Items per database round trip [default: {BATCH_WHOLE:,} for a whole input, "
              f"{BATCH_FOLLOW:,} when following].")] = None,
     flush_ms: Annotated[float, typer.Option(

@@ -169,13 +169,7 @@ def publish_command(
     from streamlog.bridges.tcp import TCPPublisher
 
     settings = global_settings(ctx, url, None, verbose)
-    where: str | int = start
-    if start not in ("latest", "earliest"):
-        try:
-            where = int(start)
-        except ValueError:
-            raise typer.BadParameter("use latest, earliest or an offset", ctx, param_hint="'--start'") from None
-        common.int64(where)
+    where = common.offset_or("latest", "earliest")(start)
     stream = common.existing_client(ctx, settings.url).get(name)
     runner = TCPPublisher(stream, address, start=where, token=token, allow=allow,
                           status_every=status_every)

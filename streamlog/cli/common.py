@@ -14,6 +14,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
+from ..offsets import BadOffsetError, parse_offset
 from .output import Format
 
 PROG = "streamlog"
@@ -101,12 +102,31 @@ def examples(*lines: str, note: str | None = None) -> str:
 # argument checks (option callbacks)
 
 
-def int64(value: int | None) -> int | None:
-    """Offsets and counts must fit the stores' signed 64-bit integers (checked before
-    anything is read or changed)."""
-    if value is not None and value > MAX_INT:
-        raise typer.BadParameter(f"{value} is too large (offsets and counts go up to 2**63-1 = {MAX_INT})")
-    return value
+def digits(minimum: int = 0) -> Callable[[object], int]:
+    """The parser of an offset or count typed on the command line: plain decimal digits
+    (no ``1_000``, ``+5`` or non-ASCII digits, which ``int()`` would take), at least
+    ``minimum`` and at most 2**63-1, what the stores hold (checked before anything is read
+    or changed)."""
+
+    def parse(value: object) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):  # a default
+            return value
+        text = str(value)
+        try:
+            number = parse_offset(text, "the value")
+        except BadOffsetError as exc:
+            if text.isascii() and text.isdigit():
+                raise typer.BadParameter(
+                    f"{text[:40]} is too large (offsets and counts go up to 2**63-1 = {MAX_INT})") from None
+            raise typer.BadParameter(f"{text[:40]!r} is not a whole number of {minimum} or more "
+                                     "(decimal digits only)") from exc
+        assert isinstance(number, int)
+        if number < minimum:
+            raise typer.BadParameter(f"{number} is not a whole number of {minimum} or more")
+        return number
+
+    parse.__name__ = "integer"  # click shows it as the type's name
+    return parse
 
 
 def duration(value: float | None) -> float | None:
@@ -123,15 +143,14 @@ def offset_or(*words: str):
         if value is None:
             return None
         text = value.strip().lower()
-        if text in words:
-            return text
         try:
-            number = int(text)
-        except ValueError:
-            raise typer.BadParameter(f"{value!r} is not an offset or {' or '.join(words)}") from None
-        if number < 0:
-            raise typer.BadParameter(f"{value} is not an offset (offsets are 0 or more)")
-        return int64(number)
+            return parse_offset(text, "the offset", words=words)
+        except BadOffsetError as exc:
+            if text.isascii() and text.isdigit():
+                raise typer.BadParameter(
+                    f"{value} is too large (offsets go up to 2**63-1 = {MAX_INT})") from None
+            raise typer.BadParameter(f"{value!r} is not an offset (decimal digits) or {' or '.join(words)}") \
+                from exc
 
     return check
 

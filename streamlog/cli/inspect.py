@@ -16,7 +16,7 @@ from streamlog.names import check_name, dead_letter_stream
 from . import common
 from .app import app
 from .common import (FormatOption, JsonOption, NameArgument, UrlOption, UsageError, VerboseOption, examples,
-                     global_settings, int64, offset_or, output_format)
+                     global_settings, digits, offset_or, output_format)
 from .output import Format, RecordWriter, age, dumps, offsets, seconds, table, ts, write_csv, write_json_lines
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -244,7 +244,7 @@ def tail_command(
     ctx: typer.Context,
     name: NameArgument,
     n: Annotated[Optional[int], typer.Option(
-        "-n", "--lines", min=0, callback=int64, metavar="N", show_default=False,
+        "-n", "--lines", parser=digits(0), metavar="N", show_default=False,
         help="How many of the newest items to show [default: 10].")] = None,
     follow: Annotated[bool, typer.Option("-f", "--follow",
                                          help="Keep printing new items as they land, until Ctrl-C.")] = False,

@@ -12,7 +12,7 @@ from streamlog.names import dead_letter_stream
 from . import common
 from .app import app
 from .common import (NameArgument, UrlOption, UsageError, VerboseOption, YesOption, confirm, examples,
-                     global_settings, int64)
+                     global_settings, digits)
 from .output import offsets, plural
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
@@ -62,7 +62,7 @@ def trim_command(
     processed: Annotated[bool, typer.Option(
         "--processed", help="Delete the items every consumer group has processed.")] = False,
     before: Annotated[Optional[int], typer.Option(
-        "--before", min=0, callback=int64, metavar="OFFSET", show_default=False,
+        "--before", parser=digits(0), metavar="OFFSET", show_default=False,
         help="Delete the items with a smaller offset.")] = None,
     older_than: Annotated[Optional[str], typer.Option(
         "--older-than", metavar="DURATION", show_default=False,

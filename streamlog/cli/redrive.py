@@ -10,7 +10,7 @@ from streamlog.names import check_name
 
 from . import common
 from .app import app
-from .common import NameArgument, UrlOption, VerboseOption, examples, global_settings, int64
+from .common import NameArgument, UrlOption, VerboseOption, examples, global_settings, digits
 from .output import plural
 
 
@@ -27,7 +27,7 @@ def redrive_command(
         "--group", "-g", metavar="GROUP", show_default=False,
         help="Only the dead letters of this consumer group.")] = None,
     limit: Annotated[Optional[int], typer.Option(
-        "--limit", min=1, callback=int64, metavar="N", show_default=False,
+        "--limit", parser=digits(1), metavar="N", show_default=False,
         help="At most N dead letters (the oldest first).")] = None,
     to: Annotated[Optional[str], typer.Option(
         "--to", metavar="STREAM", show_default=False,

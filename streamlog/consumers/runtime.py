@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -105,6 +107,22 @@ class Renewer:
                     log.warning("could not renew the lease of window #%d: %s", claimed.claim.seq, exc)
                 finally:
                     self._write.release()
+
+
+def _say(text: str) -> None:
+    """Write ``text`` to stderr from a signal handler: straight to the file descriptor, as
+    the handler may run while the main thread is inside a write to ``sys.stderr``."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced by an object without a descriptor
+        fd = None
+    try:
+        if fd is None:
+            sys.stderr.write(text)
+        else:
+            os.write(fd, text.encode("utf-8", "replace"))
+    except (OSError, ValueError, RuntimeError):  # stderr closed or busy: the stop happens anyway
+        pass
 
 
 def _as_items(result: Any) -> list[dict]:
@@ -286,17 +304,28 @@ class Consumer:
         return self._stop.is_set()
 
     def _install_signals(self) -> dict:
+        """A blocking consumer on the main thread handles SIGINT and SIGTERM: the first stops
+        after the windows in progress (committed; Ctrl-C says so on stderr); a second exits at
+        once — ``SystemExit(128 + signal)``, 130 for Ctrl-C, no traceback — and the leases
+        of the windows in progress lapse, so they are delivered again later."""
         if not self.blocking or threading.current_thread() is not threading.main_thread():
             return {}
         previous = {}
+        signalled = []
 
         def handler(signum, frame):
-            if self._stop.is_set():  # a second signal: stop now
+            if signalled:  # a second signal: stop now
                 for sig, old in previous.items():
                     signal.signal(sig, old)
-                raise KeyboardInterrupt
-            log.info("signal %d: finishing the windows in progress, then stopping", signum)
+                _say("streamlog: aborted; the windows in progress are delivered again after their lease\n")
+                raise SystemExit(128 + signum)
+            signalled.append(signum)
             self._stop.set()
+            current = "the current window" if self.workers == 1 else "the windows in progress"
+            if signum == signal.SIGINT:  # someone at the terminal: say it (a supervisor's SIGTERM: log it)
+                _say(f"streamlog: stopping after {current} (Ctrl-C again to abort)\n")
+            else:
+                log.info("signal %d: stopping after %s", signum, current)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, handler)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+import inspect
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator
 
 from ..client import connect
 from ..stream import Stream
@@ -10,7 +14,7 @@ from ..emitters import (CountWindow, Emitter, FixedTimeWindow, RelaxedTimeWindow
                         SlidingCountWindow, SlidingTimeWindow)
 from ..errors import ConsumerError
 from ..keyed import check_key
-from ..names import check_name
+from ..names import check_name, did_you_mean
 from .runtime import Consumer, check_workers
 
 
@@ -152,6 +156,79 @@ class StreamingFunction:
         return f"<streaming {self.stream.name!r} {self.emitter!r} group={self.options['group']!r}>"
 
 
+# True while a module is imported to name a consumer (``streamlog run MODULE:FUNCTION``,
+# a pipeline file's stage): ``@streaming`` then marks the function instead of running it.
+_deferring: ContextVar[bool] = ContextVar("streamlog_deferring", default=False)
+
+#: the options of the window strategy (the CLI's window flags replace all of them at once)
+WINDOW_OPTIONS = ("size", "interval", "relaxed", "emitter", "timeout", "grace", "max_size", "step", "every", "gap")
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Within this block ``@streaming(...)`` does not consume: the decorated name is bound
+    to a :class:`StreamingTarget` holding the function and the decorator's options (used
+    by :func:`streamlog.targets.load_target` while it imports the operator's module)."""
+    token = _deferring.set(True)
+    try:
+        yield
+    finally:
+        _deferring.reset(token)
+
+
+class StreamingTarget:
+    """A function decorated with ``@streaming`` in a module imported by ``streamlog run``:
+    not running. Calling it calls the function; ``name`` and ``options`` are the
+    decorator's stream and options, which the command uses where it gives none."""
+
+    def __init__(self, fn: Callable, name: str, options: dict[str, Any]):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = name
+        self.options = options
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<streaming target {getattr(self.fn, '__qualname__', self.fn)!r} on {self.name!r}>"
+
+
+class _Deferred:
+    """What ``streaming(...)`` returns while deferred: as a decorator, a
+    :class:`StreamingTarget`; used later (outside the import), the real
+    :class:`StreamingFunction`, made on first use."""
+
+    def __init__(self, name: str, options: dict[str, Any]):
+        self._name = name
+        self._options = options
+        self._real: StreamingFunction | None = None
+
+    def apply(self, fn: Callable) -> Any:
+        if _deferring.get():
+            return StreamingTarget(fn, self._name, self._options)
+        return self._function().apply(fn)
+
+    __call__ = apply
+
+    def _function(self) -> StreamingFunction:
+        if self._real is None:
+            self._real = StreamingFunction(self._name, **self._options)
+        return self._real
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        return getattr(self._function(), attribute)
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    known = [p for p in inspect.signature(StreamingFunction.__init__).parameters if p not in ("self", "name")]
+    for option in options:
+        if option not in known:
+            raise ConsumerError(f"streaming() has no option {option!r}{did_you_mean(option, known)}")
+
+
 def streaming(name: str, size: int | None = None, interval: float | None = None, relaxed: bool = False,
               emitter: Emitter | None = None, **options) -> StreamingFunction:
     """Consume windows of the stream ``name``.
@@ -184,5 +261,14 @@ def streaming(name: str, size: int | None = None, interval: float | None = None,
         @streamlog.streaming("sensors", size=60)
         def consume(window):
             print(window.frame().mean())
+
+    Imported by ``streamlog run MODULE:consume`` (or a pipeline file) the decorator does
+    not run: the command runs ``consume`` with its own flags, the decorator's options
+    standing in for the flags it was not given (see docs/cli.md, ``streamlog run``).
     """
-    return StreamingFunction(name, size=size, interval=interval, relaxed=relaxed, emitter=emitter, **options)
+    options.update(size=size, interval=interval, relaxed=relaxed, emitter=emitter)
+    _check_options(options)
+    if _deferring.get():
+        check_name(name)
+        return _Deferred(name, options)  # type: ignore[return-value]
+    return StreamingFunction(name, **options)

@@ -7,7 +7,8 @@ model per item.
 
 Every blocking database call runs in Starlette's thread pool, never on the event loop;
 one :class:`streamlog.Client` serves the whole app; SSE followers wait on one
-:class:`~streamlog.serve.hub.Hub` (one watcher thread per app, no polling per follower).
+:class:`~streamlog.serve.hub.Hub` (one watcher thread per app, no polling per follower)
+and their reads share a few worker threads (:func:`streamlog.serve.follow.reads`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def create_app(url: str | None = None, *, token: str | None = None, cors: str | 
         raise ValueError(f"max_body must be a positive number of bytes, not {max_body!r}")
     client = client if client is not None else Client(url)
     hub = Hub(client.store)
-    svc = Service(client=client, hub=hub, models=models.ModelCache(client), token=token, max_body=max_body)
+    svc = Service(client=client, hub=hub, models=models.ModelCache(client), token=token, max_body=max_body,
+                  sessions=auth.Sessions() if token is not None else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -64,7 +66,7 @@ def create_app(url: str | None = None, *, token: str | None = None, cors: str | 
 
     install(app)
     if token is not None:
-        app.add_middleware(auth.TokenGate, token=token)
+        app.add_middleware(auth.TokenGate, token=token, sessions=svc.sessions)
     if cors:
         from starlette.middleware.cors import CORSMiddleware
 

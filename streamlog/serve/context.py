@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
     from ..stream import Stream
+    from .auth import Sessions
     from .hub import Hub
     from .models import ModelCache
 
@@ -28,6 +29,8 @@ class Service:
     models: "ModelCache"
     token: str | None = None
     max_body: int = DEFAULT_MAX_BODY
+    sessions: "Sessions | None" = None  # the dashboard's login sessions (with a token)
+    follow_limiter: Any = None  # anyio.CapacityLimiter of followers' reads (follow.reads)
     _streams: dict[str, "Stream"] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

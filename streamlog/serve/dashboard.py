@@ -4,9 +4,9 @@ air-gapped network.
 
 The page holds no data of its own: its JavaScript (``static/js/``) reads everything from
 the server's JSON and Server-Sent-Events API (``/streams``, ``/streams/{name}/follow``,
-``/models``, ``/streams/{s}/models/{g}/{m}/follow``, ``/login``), with the same
-authentication as any other client. So the dashboard can never show something the API
-would not.
+``/models``, ``/streams/{s}/models/{g}/{m}/history`` and ``…/follow``, ``/login``), with
+the same authentication as any other client. So the dashboard can never show something
+the API would not.
 
 Guarantees:
 

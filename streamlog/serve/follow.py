@@ -10,25 +10,34 @@ do it by themselves) resumes at offset 18: nothing skipped, nothing repeated. Wh
 the server sends a ``: keep-alive`` comment every :data:`KEEPALIVE` seconds. When the
 stream is dropped the follower gets ``event: end`` and the response ends. Followers wait
 on the app's :class:`~streamlog.serve.hub.Hub` (no polling of their own) and read in
-batches of up to :data:`FOLLOW_BATCH` items. Read-only: no group's state changes.
+batches of up to :data:`FOLLOW_BATCH` items, on at most :data:`READ_THREADS` worker
+threads whatever the number of followers. Read-only: no group's state changes.
+
+``start`` and ``Last-Event-ID`` are parsed strictly (:func:`streamlog.offsets.parse_offset`):
+a bad or out-of-range one is a 400 before any event — never a 200 that ends at once,
+which browsers would reconnect to forever.
 """
 
 from __future__ import annotations
 
 from typing import AsyncIterator, Optional
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Query, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
 from ..errors import StreamlogError, UnknownStreamError
 from ..names import check_name
+from ..offsets import MAX_OFFSET, parse_offset
 from .context import service
-from .responses import APIError, dumps
+from .responses import dumps
 
 KEEPALIVE = 15.0  # seconds between keep-alive comments on an idle connection
 FOLLOW_BATCH = 1_000  # items per read
 RETRY_MS = 1_000  # what browsers wait before reconnecting
+START_WORDS = ("earliest", "latest")
+READ_THREADS = 4  # worker threads that followers' reads may hold at once (per process)
 
 router = APIRouter()
 
@@ -43,17 +52,22 @@ def event(data: str | bytes, id: int | None = None, name: str | None = None) -> 
 
 
 def last_event_id(request: Request) -> int | None:
-    """The ``Last-Event-ID`` a reconnecting client sent, as an integer (None: none sent)."""
+    """The ``Last-Event-ID`` a reconnecting client sent (None: none sent): an offset that
+    another offset can follow, so ``0 <= id < 2**63 - 1``; anything else is a 400 before any
+    event (a 200 with ``event: end`` would make a browser reconnect forever)."""
     raw = request.headers.get("last-event-id")
     if raw is None or not raw.strip():
         return None
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise APIError(400, f"Last-Event-ID must be an offset, not {raw[:40]!r}") from None
-    if value < -1:
-        raise APIError(400, f"Last-Event-ID must be an offset, not {value}")
-    return value
+    # the header's surrounding whitespace is not part of its value (HTTP)
+    return parse_offset(raw.strip(), "Last-Event-ID", limit=MAX_OFFSET - 1)
+
+
+def start_word(start: str | None) -> int | str:
+    """``start`` as given: an offset, ``earliest`` or ``latest`` (None: ``latest``); a
+    400 for anything else, before the stream is looked up."""
+    if start is None:
+        return "latest"
+    return parse_offset(start, "start", words=START_WORDS)
 
 
 def start_offset(request: Request, start: str | None, last: int | None) -> int:
@@ -62,17 +76,22 @@ def start_offset(request: Request, start: str | None, last: int | None) -> int:
     resume = last_event_id(request)
     if resume is not None:
         return resume + 1
-    if start is None or start == "latest":
+    where = start_word(start)
+    if where == "latest":
         return 0 if last is None else last + 1
-    if start == "earliest":
+    if where == "earliest":
         return 0
-    try:
-        value = int(start)
-    except ValueError:
-        value = -1
-    if value < 0 or value >= 2**63:
-        raise APIError(400, f"start must be an offset, 'earliest' or 'latest', not {start[:40]!r}")
-    return value
+    return where
+
+
+async def reads(svc, function, *args):
+    """Run a follower's database read in a worker thread, at most :data:`READ_THREADS`
+    followers at a time: a burst of followers (hundreds of browsers reconnecting, or all
+    followers woken by one append) queues here instead of growing the shared thread pool
+    to its 40 threads and leaving them alive."""
+    if svc.follow_limiter is None:  # made on the app's event loop
+        svc.follow_limiter = anyio.CapacityLimiter(READ_THREADS)
+    return await anyio.to_thread.run_sync(function, *args, limiter=svc.follow_limiter)
 
 
 def sse(events: AsyncIterator[bytes]) -> StreamingResponse:
@@ -87,9 +106,14 @@ async def follow(request: Request, name: str,
     (``id:`` = offset; ``Last-Event-ID`` resumes right after it)."""
     svc = service(request)
     check_name(name)
-    stream = await run_in_threadpool(svc.existing, name)
+    last_event_id(request)  # a bad offset is a 400 before anything else
+    start_word(start)
     store, hub = svc.store, svc.hub
-    last = await run_in_threadpool(store.last_offset, name)
+
+    def open_stream():
+        return svc.existing(name), store.last_offset(name)
+
+    stream, last = await reads(svc, open_stream)
     position = start_offset(request, start, last)
     key = ("items", name)
 
@@ -102,7 +126,7 @@ async def follow(request: Request, name: str,
                 version = hub.version(key)
                 try:
                     # its own items only: never a stream created again under the same name
-                    records = await run_in_threadpool(stream.read_following, position, FOLLOW_BATCH)
+                    records = await reads(svc, stream.read_following, position, FOLLOW_BATCH)
                 except StreamlogError as exc:
                     gone = isinstance(exc, UnknownStreamError)
                     message = f"stream {name!r} was dropped while following it" if gone else str(exc)

@@ -5,7 +5,8 @@ The key is arbitrated by the store (:meth:`~streamlog.store.base.Store.append_on
 on the embedded backend the key's row and the items are one transaction; on MongoDB a
 unique insert of the key's first attempt decides which request appends, across any
 number of server processes, and a request whose process died is taken over without
-storing its items twice. Keys are remembered per stream for 24 hours
+storing its items twice — at most 5 s after its death: the key's lease is short and the
+appending process renews it every second (:mod:`streamlog.store.keylease`). Keys are remembered per stream for 24 hours
 (:data:`~streamlog.store.base.KEY_WINDOW_MS`) from their first use; expired keys are
 pruned as requests come.
 

@@ -8,6 +8,10 @@
   ``{"cluster", "distance"}``, a ``PartialFit`` estimator's ``predict``;
 * ``GET /streams/{s}/models/{group}/{name}/follow`` — Server-Sent Events: the summary now,
   then again each time a newer checkpoint lands (``id:`` = its save time in ms).
+* ``GET /streams/{s}/models/{group}/{name}/history`` — the metrics saved with each
+  checkpoint (``n_seen`` and the summary), one point per window, oldest first: the last
+  1,000 windows, kept in the store with the model (so a page opened late, or after a
+  restart, draws the whole curve).
 
 Models are rebuilt from checkpoints by the predict stages' loader
 (:func:`streamlog.consumers.predict.load_latest`: plain data and allow-listed classes,
@@ -26,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConsumerError, UnknownStreamError
 from ..names import check_name
+from ..store.base import KEEP_MODEL_HISTORY
 from .context import Service, service
 from .follow import KEEPALIVE, RETRY_MS, event, last_event_id, sse
 from .ingest import body_kind, parse_json, read_body
@@ -150,6 +155,31 @@ async def model(request: Request, stream: str, group: str, name: str):
     _names(stream, group, name)
     loaded = await run_in_threadpool(svc.models.get, stream, group, name)
     return json_response(describe(stream, group, name, loaded))
+
+
+def history(svc: Service, stream: str, group: str, name: str, limit: int) -> bytes:
+    """The model's metric points as JSON; 404 when the model has neither points nor a checkpoint."""
+    try:
+        found = svc.store.model_history(stream, group, name, limit)
+    except UnknownStreamError:
+        found = []
+    if not found and svc.models.version(stream, group, name) is None:
+        raise APIError(404, f"no model {name!r} of group {group!r} on stream {stream!r}")
+    points = [{**point, "seq": seq, "saved": _when(saved)} for seq, saved, point in found]
+    return dumps({"stream": stream, "group": group, "name": name, "points": points})
+
+
+@router.get("/streams/{stream}/models/{group}/{name}/history", summary="A model's history, one point per window")
+async def model_history(request: Request, stream: str, group: str, name: str, limit: int = KEEP_MODEL_HISTORY):
+    """``{"stream", "group", "name", "points": [{"seq", "saved", "n_seen", "n_skipped", …summary}]}``:
+    the metrics each checkpoint was saved with (the learner's ``summary()``: coefficients,
+    centres and counts, running errors), oldest first, the last ``limit`` windows (at most
+    1,000 are kept per model)."""
+    svc = service(request)
+    _names(stream, group, name)
+    if not 1 <= limit <= KEEP_MODEL_HISTORY:
+        raise APIError(400, f"limit must be between 1 and {KEEP_MODEL_HISTORY}, not {limit}")
+    return json_response(None, raw=await run_in_threadpool(history, svc, stream, group, name, limit))
 
 
 @router.post("/streams/{stream}/models/{group}/{name}/predict", summary="Predict with a model",

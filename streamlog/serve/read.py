@@ -15,10 +15,12 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import UnknownStreamError
 from ..names import check_name
+from ..offsets import parse_count, parse_offset
 from .context import service
 from .responses import json_response
 
 MAX_READ = 10_000  # items per GET …/items
+DEFAULT_READ = 100
 
 router = APIRouter(tags=["read"])
 
@@ -50,16 +52,22 @@ async def stream_info(request: Request, name: str):
 
 @router.get("/streams/{name}/items", summary="Read items (never changes any state)")
 async def read_items(request: Request, name: str,
-                     start: int = Query(0, ge=0, lt=2**63, description="the first offset"),
-                     limit: int = Query(100, ge=0, le=MAX_READ, description=f"at most this many (<= {MAX_READ})"),
-                     end: Optional[int] = Query(None, ge=0, lt=2**63, description="the last offset (included)")):
+                     start: str = Query("0", description="the first offset (0 <= start < 2**63)"),
+                     limit: str = Query(str(DEFAULT_READ),
+                                        description=f"at most this many (<= {MAX_READ})"),
+                     end: Optional[str] = Query(None, description="the last offset (included)")):
     """Items with ``start <= offset`` (``<= end``), oldest first: ``{"items": [{"offset",
-    "timestamp", "data"}, …], "next": the offset to read from next}``."""
+    "timestamp", "data"}, …], "next": the offset to read from next}``. Offsets and
+    ``limit`` are plain decimal digits (no sign, space or ``_``)."""
     svc = service(request)
     check_name(name)
+    # strict: ``int()`` (and the framework's int parameters) would take 1_0, " 5", +5, 5.0
+    first = parse_offset(start, "start")
+    count = parse_count(limit, "limit", maximum=MAX_READ)
+    last = None if end is None else parse_offset(end, "end")
 
     def read() -> dict:
-        records = svc.existing(name).read(start, limit, end)
-        return {"items": records, "next": records[-1]["offset"] + 1 if records else start}
+        records = svc.existing(name).read(first, count, last)
+        return {"items": records, "next": records[-1]["offset"] + 1 if records else first}
 
     return json_response(await run_in_threadpool(read))

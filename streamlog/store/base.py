@@ -45,6 +45,9 @@ OPEN_STATES = (ACTIVE, FAILED)
 DEFAULT_GROUP = "default"
 #: learner checkpoints kept per (stream, group, model): the newest this many versions
 KEEP_MODEL_VERSIONS = 3
+#: per-window metric points kept per (stream, group, model): the last this many windows
+#: (by window number). A point is small (a learner's summary numbers), unlike a full state.
+KEEP_MODEL_HISTORY = 1000
 #: how long an idempotency key is remembered (ms, from its first use): a retry within this
 #: window is answered from the first request's record; after it the key is new again
 KEY_WINDOW_MS = 24 * 3600 * 1000
@@ -132,13 +135,16 @@ class Once:
     key was known and nothing was stored: ``offsets`` are the first request's and
     ``digest`` the one saved with the key (a different digest means the key was reused
     for another batch: the caller refuses it); ``busy``: the first request is still being
-    appended by another process (MongoDB) after the caller's wait — try again later.
+    appended by another process (MongoDB) after the caller's wait — try again later;
+    ``lost``: this call was appending but could not renew its key's lease in time (MongoDB)
+    and stopped: part of the batch may be stored, and a retry with the key completes it.
     """
 
     offsets: list[int]
     appended: bool
     digest: str
     busy: bool = False
+    lost: bool = False
 
 
 def offset_ranges(offsets: list[int]) -> list[int]:
@@ -334,9 +340,15 @@ class Store(ABC):
     # -- models -------------------------------------------------------------
 
     @abstractmethod
-    def save_model(self, name: str, group: str, model: str, seq: int, state: dict) -> None:
+    def save_model(self, name: str, group: str, model: str, seq: int, state: dict,
+                   point: dict | None = None) -> None:
         """Insert a checkpoint of a learner's state taken after window ``seq`` (saving a
-        ``seq`` again replaces it), keeping the newest :data:`KEEP_MODEL_VERSIONS`."""
+        ``seq`` again replaces it), keeping the newest :data:`KEEP_MODEL_VERSIONS`.
+
+        ``point``: the window's metrics (plain data, small), kept for the windows
+        ``> seq - KEEP_MODEL_HISTORY`` after the full state is gone (see
+        :meth:`model_history`). Saved with the checkpoint, at no extra round trip in steady
+        state (MongoDB: in the checkpoint document; SQLite: in the same transaction)."""
 
     @abstractmethod
     def load_model(self, name: str, group: str, model: str) -> tuple[int, int, dict] | None:
@@ -345,6 +357,12 @@ class Store(ABC):
     @abstractmethod
     def models(self, name: str) -> list[tuple[str, str, int, int]]:
         """Newest checkpoint of each model: ``(group, model, seq, saved_ms)``."""
+
+    @abstractmethod
+    def model_history(self, name: str, group: str, model: str,
+                      limit: int = KEEP_MODEL_HISTORY) -> list[tuple[int, int, dict]]:
+        """The metric points saved with the checkpoints: ``(seq, saved_ms, point)``, oldest
+        first, the newest ``limit`` of them (checkpoints saved without a point are left out)."""
 
     # -- idempotency keys ------------------------------------------------------
 

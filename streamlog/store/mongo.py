@@ -8,7 +8,9 @@ Collections in the URL's database (see docs/architecture.md):
 * ``claims.<stream>``  ``{_id: "<group>/<seq:012>/<attempt>", g, q, k, lo, hi, n, ws, we, w,
   owner, lease, state, open, error, created}``; index ``(g, q, k)`` for the chain
   head, ``(g, open, lease)`` for reclaiming
-* ``models``           ``{_id: "<stream>/<group>/<model>/<seq:012>", s, g, m, q, saved, state}``
+* ``models``           ``{_id: "<stream>/<group>/<model>/<seq:012>", s, g, m, q, saved, state, p}``: the
+  newest few hold the learner's ``state``; older ones keep only ``p``, the window's metrics
+  point, for the last ``KEEP_MODEL_HISTORY`` windows (the model's history)
 * ``idempotency``      ``{_id: "<stream>/<attempt>/<key>", s, k, a, digest, owner, token, last, lease,
   state, offsets, created}``: one document per attempt at appending a keyed batch
 
@@ -58,9 +60,11 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import re
 import threading
 import time as _time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import bson
@@ -74,8 +78,9 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
 from ..config import mask_url, retry_timeout
 from ..errors import BadURLError, UnknownStreamError, UnreachableError
 from ..items import now_ms
-from .base import (COMMITTED, DEFAULT_GROUP, FAILED, KEEP_MODEL_VERSIONS, KEY_WINDOW_MS, OPEN_STATES, Batch, Claim,
+from .base import (COMMITTED, DEFAULT_GROUP, FAILED, KEEP_MODEL_HISTORY, KEEP_MODEL_VERSIONS, KEY_WINDOW_MS, OPEN_STATES, Batch, Claim,
                    Group, Once, Store, StreamRecord, offset_ranges, range_offsets)
+from .keylease import KEY_LEASE, KeyLeaseLost, KeyLeases
 
 log = logging.getLogger("streamlog")
 
@@ -89,9 +94,6 @@ TRIM_FENCE = 2.0
 #: items per insert command: bounds how long after its verification a chunk is sent
 CHUNK_ITEMS = 10_000
 CHUNK_BYTES = 8 * 1024 * 1024
-#: seconds an idempotent append holds its key before another process may take it over,
-#: on top of the retry timeout (an append may ride out an outage that long)
-KEY_LEASE = 30.0
 
 
 class _PlainInt(TypeDecoder):
@@ -117,8 +119,41 @@ def _transient(exc: BaseException) -> bool:
     return False
 
 
+# A driver error's text → its cause in a few words (first match wins).
+_REASONS = (("connection refused", "connection refused"), ("name or service not known", "unknown host"),
+            ("nodename nor servname", "unknown host"), ("name resolution", "host name not resolved"),
+            ("no route to host", "no route to host"), ("network is unreachable", "network unreachable"),
+            ("timed out", "timed out"), ("certificate verify failed", "TLS certificate rejected"),
+            ("ssl", "TLS handshake failed"), ("authentication failed", "authentication failed"))
+
+
+def describe_error(exc: BaseException) -> str:
+    """A driver error as one short masked line: its type and the first part of its text,
+    without pymongo's timeouts and topology description (``streamlog -v`` prints all of it)."""
+    first = re.split(r" \(configured timeouts|, Timeout: |, full error: |\n", str(exc), maxsplit=1)[0].strip()
+    if len(first) > 120:
+        first = first[:119] + "…"
+    return mask_url(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+
+
 def _describe(exc: BaseException) -> str:
-    return mask_url(f"{type(exc).__name__}: {exc}".split("\n")[0][:300])
+    """The cause of a driver error in a few words (``connection refused``), for messages
+    that name the server themselves, else :func:`describe_error`."""
+    lowered = str(exc).lower()
+    for needle, words in _REASONS:
+        if needle in lowered:
+            return words
+    return describe_error(exc)
+
+
+def _where(url: str) -> str:
+    """The servers of a (masked) MongoDB URL, for messages: ``alice:***@h1:27017,h2``
+    (the user kept, the password masked; no scheme, database or options)."""
+    rest = mask_url(url).split("://", 1)[-1]
+    user, at, hosts = rest.rpartition("@")
+    hosts = re.split(r"[/?]", hosts, maxsplit=1)[0]
+    where = f"{user}@{hosts}" if at else hosts
+    return where if len(where) <= 80 else where[:79] + "…"
 
 
 def _retried(method):
@@ -154,8 +189,8 @@ class _Outage:
         left = self.deadline - _time.monotonic()
         if left <= 0:
             raise UnreachableError(
-                f"lost MongoDB at {self.store.url} for more than {self.store.retry_timeout:g} s "
-                f"(STREAMLOG_RETRY_TIMEOUT): {_describe(exc)}") from None
+                f"lost MongoDB at {_where(self.store.url)} ({_describe(exc)}) for more than "
+                f"{self.store.retry_timeout:g} s (STREAMLOG_RETRY_TIMEOUT sets the wait)") from None
         if not self.logged:
             log.warning("MongoDB at %s is not answering (%s); retrying for up to %g s",
                         self.store.url, _describe(exc), self.store.retry_timeout)
@@ -170,6 +205,10 @@ def _ms(value: datetime) -> int:
 
 def _claim_id(group: str, seq: int, attempt: int) -> str:
     return f"{group}/{seq:012d}/{attempt}"
+
+
+#: a model's metric points older than KEEP_MODEL_HISTORY windows are deleted every this many windows
+_HISTORY_TRIM = 32
 
 
 class MongoStore(Store):
@@ -200,14 +239,14 @@ class MongoStore(Store):
             self.client.close()
             if exc.code in (18, 13) or "auth" in str(exc).lower():
                 raise UnreachableError(
-                    f"MongoDB at {self.url} refused the credentials: {_describe(exc)}") from None
-            raise UnreachableError(f"MongoDB at {self.url} answered with an error: {_describe(exc)}") from None
+                    f"MongoDB at {_where(self.url)} refused the credentials ({_describe(exc)})") from None
+            raise UnreachableError(
+                f"MongoDB at {_where(self.url)} answered with an error ({_describe(exc)})") from None
         except PyMongoError as exc:
             self.client.close()
             raise UnreachableError(
-                f"cannot reach MongoDB at {self.url} within {timeout:g} s "
-                f"(is the server running? STREAMLOG_CONNECT_TIMEOUT sets the wait): {_describe(exc)}"
-            ) from None
+                f"cannot reach MongoDB at {_where(self.url)} ({_describe(exc)}) within {timeout:g} s "
+                "(is the server running? STREAMLOG_CONNECT_TIMEOUT sets the wait)") from None
         # Capability check: FerretDB v1 rejects arrays nested directly in arrays.
         self.nested_arrays = "ferretdbVersion" not in build
         self.db = self.client.get_database(database, codec_options=_CODEC)
@@ -216,6 +255,7 @@ class MongoStore(Store):
         self._models = self.db["models"]
         self._keys = self.db["idempotency"]
         self._keys_indexed = False
+        self._key_leases = KeyLeases(self._renew_key, now_ms)
         # optimistic next offset per stream, and when it was verified (time.monotonic)
         self._next: dict[str, tuple[int, float]] = {}
         self._observed: dict[str, tuple[int, float]] = {}  # trim's last-offset observations
@@ -248,6 +288,7 @@ class MongoStore(Store):
         return _Outage(self)
 
     def close(self) -> None:
+        self._key_leases.close()
         self.client.close()
 
     def ping(self) -> None:
@@ -352,8 +393,11 @@ class MongoStore(Store):
     def append(self, name: str, items: list[dict], time: int, encoded: list[bytes] | None = None) -> list[int]:
         return self._append(name, items, time, encoded, random.getrandbits(62))
 
-    def _append(self, name: str, items: list[dict], time: int, encoded: list[bytes] | None, token: int) -> list[int]:
-        """:meth:`append` with the batch token given (idempotent appends record it first)."""
+    def _append(self, name: str, items: list[dict], time: int, encoded: list[bytes] | None, token: int,
+                fence: Callable[[], None] | None = None) -> list[int]:
+        """:meth:`append` with the batch token given (idempotent appends record it first);
+        ``fence`` is called before every insert (an idempotent append's lease check: it
+        raises once the lease may have lapsed)."""
         n = len(items)
         if not n:
             return []
@@ -382,6 +426,8 @@ class MongoStore(Store):
                     total += sizes[stop]
                     stop += 1
             docs = [{"_id": offset + i, "t": when, "d": items[done + i], "b": token} for i in range(stop - done)]
+            if fence is not None:
+                fence()
             sent = _time.monotonic()
             conflict = False
             try:
@@ -623,37 +669,61 @@ class MongoStore(Store):
     # -- models ---------------------------------------------------------------
 
     @_retried
-    def save_model(self, name: str, group: str, model: str, seq: int, state: dict) -> None:
+    def save_model(self, name: str, group: str, model: str, seq: int, state: dict,
+                   point: dict | None = None) -> None:
         doc = {"s": name, "g": group, "m": model, "q": seq, "saved": now_ms(), "state": state}
+        if point is not None:
+            doc["p"] = point
         key = f"{name}/{group}/{model}/{seq:012d}"
         try:
             self._models.replace_one({"_id": key}, doc, upsert=True)
         except DuplicateKeyError:  # a concurrent upsert of the same version won
             pass
-        # Keep the newest KEEP_MODEL_VERSIONS: the versions this process saved are known;
-        # the first save of a model in a process looks the older ones up once.
+        # Keep the newest KEEP_MODEL_VERSIONS full states: the versions this process saved are
+        # known; the first save of a model in a process looks the older ones up once. Older
+        # checkpoints lose their state but keep their metrics point (the model's history): the
+        # one write per window that used to delete them now strips them, so the history costs
+        # no round trip; points older than KEEP_MODEL_HISTORY windows go every _HISTORY_TRIM saves.
+        who = {"s": name, "g": group, "m": model}
         versions = self._versions.get((name, group, model))
         if versions is None:
-            versions = [d["q"] for d in self._models.find({"s": name, "g": group, "m": model}, {"q": 1})
+            versions = [d["q"] for d in self._models.find({**who, "state": {"$exists": True}}, {"q": 1})
                         .sort("q", -1).limit(KEEP_MODEL_VERSIONS)]
         versions = sorted(set(versions) | {seq}, reverse=True)[:KEEP_MODEL_VERSIONS]
         self._versions[(name, group, model)] = versions
         if len(versions) == KEEP_MODEL_VERSIONS:
-            self._models.delete_many({"s": name, "g": group, "m": model, "q": {"$lt": versions[-1]}})
+            older = {**who, "q": {"$lt": versions[-1]}, "state": {"$exists": True}}
+            if point is None:
+                self._models.delete_many(older)
+            else:
+                self._models.update_many(older, {"$unset": {"state": ""}})
+        if seq > KEEP_MODEL_HISTORY and seq % _HISTORY_TRIM == 0:
+            self._models.delete_many({**who, "q": {"$lte": seq - KEEP_MODEL_HISTORY}})
 
     @_retried
     def load_model(self, name: str, group: str, model: str) -> tuple[int, int, dict] | None:
-        doc = self._models.find_one({"s": name, "g": group, "m": model}, sort=[("q", -1)])
+        doc = self._models.find_one({"s": name, "g": group, "m": model, "state": {"$exists": True}},
+                                    sort=[("q", -1)])
         return None if doc is None else (doc["q"], doc["saved"], doc["state"])
 
     @_retried
     def models(self, name: str) -> list[tuple[str, str, int, int]]:
         newest: dict[tuple[str, str], tuple[str, str, int, int]] = {}
-        for d in self._models.find({"s": name}, {"g": 1, "m": 1, "q": 1, "saved": 1}):
+        for d in self._models.find({"s": name, "state": {"$exists": True}}, {"g": 1, "m": 1, "q": 1, "saved": 1}):
             key = (d["g"], d["m"])
             if key not in newest or d["q"] > newest[key][2]:
                 newest[key] = (d["g"], d["m"], d["q"], d["saved"])
         return [newest[k] for k in sorted(newest)]
+
+    @_retried
+    def model_history(self, name: str, group: str, model: str,
+                      limit: int = KEEP_MODEL_HISTORY) -> list[tuple[int, int, dict]]:
+        limit = max(0, int(limit))
+        if not limit:
+            return []
+        docs = self._models.find({"s": name, "g": group, "m": model, "p": {"$exists": True}},
+                                 {"q": 1, "saved": 1, "p": 1}).sort("q", -1).limit(limit)
+        return [(d["q"], d["saved"], d["p"]) for d in docs][::-1]
 
     # -- idempotency keys -------------------------------------------------------
     #
@@ -664,7 +734,9 @@ class MongoStore(Store):
     # lapses first (its process died), the next attempt is inserted (unique again) and
     # its owner finds the items the dead attempts stored — documents after their recorded
     # offset that carry their token, a prefix of the batch — and appends only the rest.
-    # Every update is to a document that only its owner writes.
+    # Every update is to a document that only its owner writes. The lease is short and
+    # renewed by the owner's process while it appends, and an owner that cannot renew
+    # stops before its lease lapses (keylease.py: the lease, the renewals, the fence).
 
     def _index_keys(self) -> None:
         if not self._keys_indexed:
@@ -681,22 +753,25 @@ class MongoStore(Store):
         return docs
 
     def _reserve_key(self, name: str, key: str, digest: str, attempt: int, created: int) -> dict | None:
-        """Insert attempt ``attempt`` of the key; None when another request holds it."""
+        """Insert attempt ``attempt`` of the key; None when another request holds it. The
+        monotonic time its lease was computed at is ``doc["sent"]`` (not stored)."""
+        last = self.last_offset(name)
+        sent = _time.monotonic()
         doc = {"_id": f"{name}/{attempt}/{key}", "s": name, "k": key, "a": attempt, "digest": digest,
-               "owner": uuid.uuid4().hex, "token": random.getrandbits(62), "last": self.last_offset(name),
-               "lease": now_ms() + int((self.retry_timeout + KEY_LEASE) * 1000), "state": "pending",
+               "owner": uuid.uuid4().hex, "token": random.getrandbits(62), "last": last,
+               "lease": now_ms() + int(KEY_LEASE * 1000), "state": "pending",
                "offsets": None, "created": created}
         outage = None
         suspect = False  # an earlier try may have been applied before the connection dropped
         while True:
             try:
                 self._keys.insert_one(doc)
-                return doc
+                return {**doc, "sent": sent}
             except DuplicateKeyError:
                 if suspect:
                     found = self._keys.find_one({"_id": doc["_id"]}, {"owner": 1})
                     if found is not None and found.get("owner") == doc["owner"]:
-                        return doc
+                        return {**doc, "sent": sent}
                 return None
             except PyMongoError as exc:
                 outage = outage or self._outage()
@@ -709,6 +784,13 @@ class MongoStore(Store):
         after = attempt.get("last")
         query = {"_id": {"$gt": -1 if after is None else after}, "b": attempt["token"]}
         return [d["_id"] for d in self._items(name).find(query, {"_id": 1}).sort("_id", 1).limit(limit)]
+
+    def _renew_key(self, id: str, owner: str, lease: int) -> bool:
+        """The owner's renewal of its attempt (no retries: the next one comes in a second);
+        False when it is no longer a pending attempt of ours with a live lease."""
+        found = self._keys.update_one({"_id": id, "owner": owner, "state": "pending", "lease": {"$gt": now_ms()}},
+                                      {"$set": {"lease": lease}})
+        return found.matched_count == 1
 
     @_retried
     def _finish_key(self, doc: dict, offsets: list[int]) -> None:
@@ -738,14 +820,22 @@ class MongoStore(Store):
                                      attempts[0]["created"] if attempts else time)
             if mine is None:
                 continue  # another request took it: wait for that one
-            offsets: list[int] = []
-            for lapsed in attempts:  # their items are a prefix of the batch, in order
-                offsets += self._stored_by(name, lapsed, len(items) - len(offsets))
-            if len(offsets) < len(items):
-                rest = len(offsets)
-                offsets += self._append(name, items[rest:], time, None if encoded is None else encoded[rest:],
-                                        mine["token"])
-            self._finish_key(mine, offsets)
+            held = self._key_leases.hold(mine["_id"], mine["owner"], mine["sent"])
+            try:
+                offsets: list[int] = []
+                for lapsed in attempts:  # their items are a prefix of the batch, in order
+                    offsets += self._stored_by(name, lapsed, len(items) - len(offsets))
+                if len(offsets) < len(items):
+                    rest = len(offsets)
+                    offsets += self._append(name, items[rest:], time, None if encoded is None else encoded[rest:],
+                                            mine["token"], held.check)
+                held.check()  # a taker may hold the key now: it finishes it
+                self._finish_key(mine, offsets)
+            except KeyLeaseLost as exc:
+                log.warning("%s; the next retry with the key stores what is missing", exc)
+                return Once([], False, digest, busy=True, lost=True)
+            finally:
+                self._key_leases.release(held)
             self._prune_keys_maybe(time, window_ms)
             return Once(offsets, True, digest)
 

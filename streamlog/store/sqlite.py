@@ -8,7 +8,9 @@ Data model (see docs/architecture.md):
   rowid *is* the offset: appends go to the right edge of one B-tree, ``max(off)``
   and offset ranges are index lookups, and a stream's size never slows another;
 * ``groups(sid, name, start, created)``;
-* ``models(sid, grp, name, seq, saved, state)``;
+* ``models(sid, grp, name, seq, saved, state)`` (the last few full states) and
+  ``model_points(sid, grp, name, seq, saved, point)`` (the per-window metrics of the last
+  :data:`~streamlog.store.base.KEEP_MODEL_HISTORY` windows), written in one transaction;
 * in the companion file ``<database>-claims``: ``claims(sid, grp, seq, attempt, …)``
   with primary key ``(sid, grp, seq, attempt)`` (the arbitration key) and a partial
   index on open attempts by lease. A separate file has its own write lock, so a long
@@ -39,7 +41,7 @@ import orjson
 
 from ..errors import BadURLError, NoDatabaseError, UnknownStreamError, UnreachableError
 from ..items import decode, encode, now_ms
-from .base import (COMMITTED, DEFAULT_GROUP, FAILED, KEEP_MODEL_VERSIONS, KEY_WINDOW_MS, OPEN_STATES, Batch,
+from .base import (COMMITTED, DEFAULT_GROUP, FAILED, KEEP_MODEL_HISTORY, KEEP_MODEL_VERSIONS, KEY_WINDOW_MS, OPEN_STATES, Batch,
                    Claim, Group, Once, Store, StreamRecord, offset_ranges, range_offsets)
 
 _SCHEMA = """
@@ -65,6 +67,15 @@ CREATE TABLE IF NOT EXISTS models (
     state BLOB NOT NULL,
     PRIMARY KEY (sid, grp, name, seq)
 );
+CREATE TABLE IF NOT EXISTS model_points (
+    sid INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    name TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    saved INTEGER NOT NULL,
+    point BLOB NOT NULL,
+    PRIMARY KEY (sid, grp, name, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     sid INTEGER NOT NULL,
     key TEXT NOT NULL,
@@ -289,7 +300,7 @@ class SQLiteStore(Store):
                 return False
             sid = row[0]
             con.execute(f"DROP TABLE IF EXISTS items_{sid}")
-            for table in ("groups", "models", "idempotency_keys"):
+            for table in ("groups", "models", "model_points", "idempotency_keys"):
                 con.execute(f"DELETE FROM {table} WHERE sid=?", (sid,))
             con.execute("DELETE FROM streams WHERE id=?", (sid,))
         # Stream ids are never reused, so claims left by a crash right here are inert.
@@ -536,12 +547,20 @@ class SQLiteStore(Store):
 
     # -- models ---------------------------------------------------------------
 
-    def save_model(self, name: str, group: str, model: str, seq: int, state: dict) -> None:
+    def save_model(self, name: str, group: str, model: str, seq: int, state: dict,
+                   point: dict | None = None) -> None:
         sid = self._need_fresh(name)
         blob = orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY)
+        saved = now_ms()
         with self._write() as con:
             con.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?)",
-                        (sid, group, model, seq, now_ms(), blob))
+                        (sid, group, model, seq, saved, blob))
+            if point is not None:
+                # the window's metrics, kept for the last KEEP_MODEL_HISTORY windows (index range deletes)
+                con.execute("INSERT OR REPLACE INTO model_points VALUES (?,?,?,?,?,?)",
+                            (sid, group, model, seq, saved, orjson.dumps(point, option=orjson.OPT_SERIALIZE_NUMPY)))
+                con.execute("DELETE FROM model_points WHERE sid=? AND grp=? AND name=? AND seq <= ?",
+                            (sid, group, model, seq - KEEP_MODEL_HISTORY))
             con.execute(
                 "DELETE FROM models WHERE sid=? AND grp=? AND name=? AND seq < ("
                 "SELECT min(seq) FROM (SELECT seq FROM models WHERE sid=? AND grp=? AND name=? "
@@ -566,3 +585,12 @@ class SQLiteStore(Store):
             (sid,),
         ).fetchall()
         return [tuple(r) for r in rows]
+
+    def model_history(self, name: str, group: str, model: str,
+                      limit: int = KEEP_MODEL_HISTORY) -> list[tuple[int, int, dict]]:
+        sid = self._need_fresh(name)
+        rows = self._con().execute(
+            "SELECT seq, saved, point FROM model_points WHERE sid=? AND grp=? AND name=? ORDER BY seq DESC LIMIT ?",
+            (sid, group, model, max(0, int(limit))),
+        ).fetchall()
+        return [(seq, saved, orjson.loads(point)) for seq, saved, point in reversed(rows)]

@@ -7,12 +7,26 @@ A learner is called once per window by the streaming runtime. Per window it
    which the runtime calls when the consumer starts (before any window is claimed, so a
    ``blocking=False`` run with nothing to do still leaves the learner resumed), or else on
    the first window;
-2. skips the window if that window is already in its state (a redelivery after a
-   crash between checkpoint and commit — see below);
+2. does not learn the window again if that window is already in its state (a retry after
+   its sink failed, or a redelivery after a crash between checkpoint and commit — see
+   below), but returns its record again;
 3. scores the window with the current model (*prequential* evaluation: predict,
    then learn), learns from it, and saves a checkpoint of its state keyed by the
    window's ``seq``;
 4. returns a small record of the model (for ``sink=``).
+
+At least once for the sink: the runtime hands the record to ``sink=`` after the function
+returns and commits the window only after the sink took it, so a window whose sink failed
+(or whose process died before the sink) comes back although its learning is already
+checkpointed. It is not learned twice, and its record is sent again: for the newest
+window in the state the record is the one sent the first time (the model is still the
+state after that window, unless a late window filled a hole since). For an older
+window — a retry that comes back after later windows were learned, possible only across
+processes — the state after that window alone no longer exists: the record holds that
+window's own fields (``seq``, offsets, ``items``, ``time``) with the current model
+(``n_seen`` and summary), and ``"model_seq"``: the newest window in that model, so that
+a reader can tell the summary is newer than the window (the record of a late window that
+fills a hole says so too).
 
 Exactly-once learning with one consumer per key: the runtime commits a window only
 after the function returns, so the checkpoint is always written first. If the
@@ -34,14 +48,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 
 from ...errors import ConsumerError
+from ...items import nested_array_path
 from ...names import check_name
 from .data import check_columns, matrix, single
 from . import threads as _threads
 
 STATE_VERSION = 1
 _MAX_HOLES = 100  # ranges of unlearned window numbers kept in the state
+_MAX_POINT_BYTES = 4096  # a checkpoint's metrics point (the model's history) stays below this
 
 _NotFittedError: type | None = None
 
@@ -157,6 +174,27 @@ class Learner:
     def summary(self) -> dict:
         """A small, plain summary of the model (coefficients or centres, running error)."""
         return {}
+
+    def history_point(self) -> dict:
+        """The metrics saved with each checkpoint, one point of the model's history
+        (``Stream.model_history``, the dashboard's charts): ``n_seen``, ``n_skipped`` and
+        :meth:`summary`, as plain data. A summary over 4 KiB encoded (an estimator with very
+        many coefficients), or one holding a list inside a list, keeps its scalars only, so a
+        point stays small and storable anywhere."""
+        point = {"n_seen": self.n_seen_, "n_skipped": self.n_skipped_}
+        try:
+            summary = self.summary() if self.fitted else {}
+        except Exception:  # noqa: BLE001 - a summary is informative only: never fail a window for it
+            summary = {}
+        point.update(summary)
+        try:
+            plain = orjson.loads(orjson.dumps(point, option=orjson.OPT_SERIALIZE_NUMPY))
+        except TypeError:
+            plain = None
+        if plain is None or len(orjson.dumps(plain)) > _MAX_POINT_BYTES or nested_array_path(plain):
+            # too big, not plain data, or a list in a list (which FerretDB cannot store): scalars only
+            plain = {k: v for k, v in point.items() if v is None or isinstance(v, (bool, int, float, str))}
+        return plain
 
     # -- input ----------------------------------------------------------------
 
@@ -285,7 +323,9 @@ class Learner:
             self._rollback(window)
         seq = window.seq
         if self._learned(seq):
-            return None
+            # Learned before (a retry after the sink failed, or a redelivery after a crash
+            # between checkpoint and commit): not again, but the sink gets its record again.
+            return self.record(window) if window.data else None
         if not window.data:  # e.g. an empty time window: nothing to learn, nothing to save
             self._mark(seq)
             return None
@@ -297,7 +337,8 @@ class Learner:
                 self._check_checkpoint()
                 # keyed by the newest window in the state: a late window (a hole) rewrites that
                 # version, so the newest checkpoint always holds everything learned
-                window.stream.save_model(self.name, window.group, self.seq_, self.state())
+                window.stream.save_model(self.name, window.group, self.seq_, self.state(),
+                                         point=self.history_point())
         except BaseException:
             self._dirty = self.checkpoint
             raise
@@ -315,7 +356,10 @@ class Learner:
         return self._arrays(window.data)
 
     def record(self, window) -> dict:
-        """What the learner forwards to ``sink=`` after learning ``window``."""
+        """What the learner forwards to ``sink=`` after learning ``window``: the window's
+        fields and the model's ``n_seen`` and summary. Sent again for a window already
+        learned (see the module docstring); when newer windows were learned since, the
+        record says so with ``"model_seq"`` (the newest window in the model it describes)."""
         record = {
             "model": self.name,
             "seq": window.seq,
@@ -326,6 +370,8 @@ class Learner:
             "n_seen": self.n_seen_,
         }
         record.update(self.summary())
+        if self.seq_ is not None and window.seq < self.seq_:
+            record["model_seq"] = self.seq_
         return record
 
     def _bind(self, stream, group: str) -> None:

@@ -177,7 +177,7 @@ class _MemoryStream:
         found = self.saved.get((group, name))
         return None if found is None else {"name": name, "group": group, "seq": found[0], "state": found[1]}
 
-    def save_model(self, name: str, group: str, seq: int, state: dict) -> None:
+    def save_model(self, name: str, group: str, seq: int, state: dict, point: dict | None = None) -> None:
         self.saved[(group, name)] = (seq, _stored(state))
 
 

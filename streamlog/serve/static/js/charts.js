@@ -4,7 +4,8 @@
 // adds a window (or replaces it: a checkpoint rewritten after a late window has the same
 // number). Series may appear later (a k-means model's centres appear once it has them):
 // the chart is rebuilt then. The container's data-points attribute is the number of windows
-// plotted, so tests and people can tell a chart has moved.
+// plotted (data-first, data-last: their numbers; data-ticks: the x axis' ticks), so tests and people can tell a chart has
+// moved. The x axis ticks whole window numbers only.
 
 import { fmtNum } from "./dom.js";
 
@@ -12,6 +13,8 @@ const PALETTE = ["#2458d3", "#e8590c", "#2f9e44", "#c2255c", "#7048e8", "#0c8599
   "#862e9c", "#d6336c", "#1971c2", "#495057"];
 const DASHES = [[], [6, 4], [2, 3], [10, 3, 2, 3]];
 const MAX_POINTS = 5000; // windows kept per chart; the oldest go first
+// x-axis tick steps: whole windows only (1, 2, 5, 10, 20, 50 … 5·10^8)
+const WINDOW_INCRS = Array.from({ length: 27 }, (_, i) => [1, 2, 5][i % 3] * 10 ** Math.floor(i / 3));
 
 export function color(i) {
   return PALETTE[i % PALETTE.length];
@@ -30,13 +33,25 @@ export class LiveChart {
     this.xs = [];
     this.columns = new Map(); // name → values, aligned with xs
     this.plot = null;
-    this.container.dataset.points = "0";
+    this.expose();
     this.resize = new ResizeObserver(() => this.plot && this.plot.setSize(this.size()));
     this.resize.observe(this.container);
   }
 
   /** Add (or replace) the values of window `x`; `values` maps series name → number|null. */
   put(x, values) {
+    this.draw(this.add(x, values));
+  }
+
+  /** Add many windows at once ([[x, values], …], e.g. the model's history), drawn once. */
+  putMany(points) {
+    let rebuild = false;
+    for (const [x, values] of points) rebuild = this.add(x, values) || rebuild;
+    if (points.length) this.draw(rebuild);
+  }
+
+  /** Store window `x`'s values; true when a new series appeared (the plot is rebuilt then). */
+  add(x, values) {
     let rebuild = false;
     for (const name of Object.keys(values)) {
       if (!this.columns.has(name)) {
@@ -60,8 +75,17 @@ export class LiveChart {
       this.xs.shift();
       for (const column of this.columns.values()) column.shift();
     }
-    this.container.dataset.points = String(this.xs.length);
-    this.draw(rebuild);
+    this.expose();
+    return rebuild;
+  }
+
+  /** What is plotted, on data- attributes (for people and tests; the CSP is untouched):
+   * data-points (windows), data-first and data-last (their numbers). */
+  expose() {
+    const { dataset } = this.container;
+    dataset.points = String(this.xs.length);
+    dataset.first = this.xs.length ? String(this.xs[0]) : "";
+    dataset.last = this.xs.length ? String(this.xs[this.xs.length - 1]) : "";
   }
 
   size() {
@@ -89,15 +113,23 @@ export class LiveChart {
     })];
     this.plot = new uPlot({
       ...this.size(),
-      scales: { x: { time: false } },
+      // windows are whole numbers: integer ticks only, and a lone window gets room around it
+      scales: { x: { time: false, range: (u, min, max) => (min === max ? [min - 1, max + 1] : [min, max]) } },
       axes: [
-        { label: "window", stroke: "#5d6677", grid: { stroke: "#eceef2" }, ticks: { stroke: "#e1e4ea" } },
+        { label: "window", stroke: "#5d6677", grid: { stroke: "#eceef2" }, ticks: { stroke: "#e1e4ea" },
+          incrs: WINDOW_INCRS, values: (u, splits) => this.ticks(splits) },
         { label: this.yLabel, stroke: "#5d6677", grid: { stroke: "#eceef2" }, ticks: { stroke: "#e1e4ea" }, size: 60 },
       ],
       series,
       legend: { live: true },
       cursor: { drag: { x: true, y: false } },
     }, this.data(), this.container);
+  }
+
+  /** The x axis' tick labels (window numbers); the ticks drawn are on data-ticks too. */
+  ticks(splits) {
+    this.container.dataset.ticks = splits.join(" ");
+    return splits.map((v) => (Number.isInteger(v) ? String(v) : ""));
   }
 
   destroy() {

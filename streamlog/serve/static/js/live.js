@@ -24,8 +24,10 @@ export function appendRate(name, lastOffset, now = Date.now()) {
   return now > t0 ? ((lastOffset - o0) * 1000) / (now - t0) : null;
 }
 
-/** Poll `load` every REFRESH_MS (never overlapping) until the returned stop() is called. */
-export function poll(load, ctx) {
+/** Poll `load` every REFRESH_MS (never overlapping) until the returned stop() is called.
+ * A 404 stops the polling (no such stream or model) unless `onMissing(error)` is given:
+ * then it is called and the polling goes on (e.g. a stream that does not exist yet). */
+export function poll(load, ctx, { onMissing = null } = {}) {
   let timer = null;
   let stopped = false;
   const controller = new AbortController();
@@ -39,11 +41,16 @@ export function poll(load, ctx) {
         ctx.unauthorized();
         return;
       }
-      if (error.status === 404) {
+      if (error.status === 404 && onMissing) {
+        onMissing(error); // not there yet: look again
+      } else if (error.status === 404) {
         ctx.fail(error); // no such stream or model: retrying will not help
         return;
+      } else {
+        ctx.status("error", "offline — retrying");
       }
-      ctx.status("error", "offline — retrying");
+      if (!stopped) timer = setTimeout(tick, REFRESH_MS);
+      return;
     }
     if (!stopped) timer = setTimeout(tick, REFRESH_MS);
   };

@@ -1,8 +1,11 @@
 // One model: its newest checkpoint's summary, charted live against window number as
 // windows are committed — coefficients and prequential error (regression), centres, counts
 // and inertia (k-means), whatever a PartialFit estimator exposes (coefficients, centres,
-// error or accuracy). Updates come from the model follow route (SSE: one event per newer
-// checkpoint); without it, the summary is polled.
+// error or accuracy). The charts start from the model's history (GET …/history: the
+// metrics saved with each checkpoint, the last 1,000 windows), so a page opened late shows
+// the whole curve; then the model follow route (SSE: one event per newer checkpoint) adds
+// each new window. The history is read once the follow stream has sent its first event
+// (and again after each reconnection), so no window between the two is missed.
 
 import { getJSON, follow, modelPath, HttpError, Unauthorized } from "./api.js";
 import { h, fill, route, fmtInt, fmtNum, fmtAge } from "./dom.js";
@@ -163,6 +166,34 @@ export function modelView(main, { stream, group, name }, ctx) {
     fill(current, currentTable(model.summary));
   };
 
+  // Points of the history (oldest first) into the charts, one draw per chart.
+  const applyHistory = (points) => {
+    const perPanel = new Map(); // panel id → [[seq, values], …]
+    for (const point of points) {
+      if (!point || typeof point !== "object" || !isNumber(point.seq)) continue;
+      const values = quantities(point);
+      for (const panel of PANELS) {
+        const series = Object.entries(values[panel.id]).slice(0, MAX_SERIES);
+        if (!series.length) continue;
+        if (!perPanel.has(panel.id)) perPanel.set(panel.id, []);
+        perPanel.get(panel.id).push([point.seq, Object.fromEntries(series)]);
+      }
+    }
+    for (const panel of PANELS) {
+      const list = perPanel.get(panel.id);
+      if (!list) continue;
+      const names = [...new Set(list.flatMap(([, values]) => Object.keys(values)))];
+      chartFor(panel, names).putMany(list);
+    }
+    main.dataset.history = String(points.length);
+  };
+  const loadHistory = () => getJSON(`${path}/history`).then((body) => {
+    if (!stopped && body && Array.isArray(body.points)) applyHistory(body.points);
+  }, (error) => {
+    if (!stopped && error instanceof Unauthorized) ctx.unauthorized();
+    // otherwise the live points still come: the history is a bonus
+  });
+
   const ticker = setInterval(() => { if (savedAt) cards.saved.value.textContent = fmtAge(savedAt); }, 1000);
   const path = modelPath(stream, group, name);
   let closeFollow = null;
@@ -191,9 +222,21 @@ export function modelView(main, { stream, group, name }, ctx) {
       closeFollow = null;
       if (!stopped) timer = setTimeout(connect, POLL_MS);
     };
+    let needHistory = true; // per connection: fills whatever was missed while away
+    let retried = false;
     closeFollow = follow(`${path}/follow`, {
-      onEvent: show,
-      onState: (state) => { if (state !== "closed") ctx.status(state); },
+      onEvent: (data) => {
+        show(data);
+        if (needHistory) {
+          needHistory = false;
+          loadHistory();
+        }
+      },
+      onState: (state) => {
+        if (state === "live" && retried) loadHistory(); // the browser reconnected by itself
+        retried = state === "retrying";
+        if (state !== "closed") ctx.status(state);
+      },
       onClosed: again,
       onEnd: again,
     });

@@ -2,10 +2,13 @@
 // newest items, newest first, followed over SSE (GET streams/NAME/follow?start=…): one
 // event per item, id = offset, so the browser's automatic reconnection resumes after the
 // last item shown — nothing skipped, nothing twice. Items are shown as JSON text.
+// A stream that does not exist (yet, or any more: dropped) is waited for: the page says so,
+// keeps looking, and goes live when it appears (a recreated stream's tail starts over).
 
 import { getJSON, follow, streamPath } from "./api.js";
 import { h, fill, route, fmtInt, fmtRate, fmtAge, fmtClock } from "./dom.js";
 import { poll, appendRate, KeyedTable, card } from "./live.js";
+import { groupUsed } from "./streams.js";
 
 export const TAIL_ROWS = 200; // rows kept in the live tail
 const BACKLOG = 50; // items shown from before the page opened
@@ -17,7 +20,8 @@ function groupsTable() {
     rowTestid: "group-row",
     empty: "No consumer groups yet.",
     columns: [
-      { id: "group", title: "Group", header: true, cell: (g) => g.name },
+      { id: "group", title: "Group", header: true,
+        cell: (g) => (groupUsed(g) ? g.name : [g.name, " ", h("span", { class: "muted" }, "(no consumer yet)")]) },
       { id: "start", title: "Start", num: true, cell: n("start") },
       { id: "next", title: "Next offset", num: true, cell: n("next_offset") },
       { id: "pending", title: "Pending", num: true, cell: n("pending") },
@@ -46,6 +50,8 @@ export function streamView(main, { name }, ctx) {
   const models = h("ul", { dataset: { testid: "stream-models" } });
   const tailBody = h("tbody");
   const counter = h("span", { class: "hint", dataset: { testid: "tail-count" } }, "waiting for items…");
+  const missing = h("p", { class: "notice", role: "status", dataset: { testid: "stream-waiting" } },
+    `Waiting for stream ${name}: it does not exist yet. It is created by its first append; this page goes live then.`);
   const pause = h("button", { type: "button", "aria-pressed": "false", dataset: { testid: "pause" } }, "Pause");
   main.append(
     h("h1", { dataset: { testid: "stream-name" } }, name),
@@ -64,7 +70,8 @@ export function streamView(main, { name }, ctx) {
         tailBody)));
 
   let last = null; // newest offset shown
-  let next = null; // where following (re)starts: after the newest item shown
+  let next = null; // where following (re)starts: after the newest item shown; null: not following yet
+  let created = null; // the stream's creation time: another one means it was dropped and made again
   let shown = 0;
   let closeFollow = null;
   let paused = false;
@@ -91,12 +98,47 @@ export function streamView(main, { name }, ctx) {
       onEvent: add,
       onState: (state) => ctx.status(state === "closed" ? "error" : state),
       // The server refused the stream (the browser does not retry that by itself): say why
-      // (401, 404…), or when the stream is there, follow again shortly.
+      // (401…); when the stream is there, follow again shortly; when it is gone (404), the
+      // polling waits for it and follows it again once it is back.
       onClosed: () => getJSON(streamPath(name)).then(() => {
         if (!stopped && !paused) retry = setTimeout(start, 1500);
-      }, ctx.fail),
-      onEnd: (reason) => ctx.fail(new Error(`Live tail ended: ${reason}`)),
+      }, (error) => (error.status === 404 ? lost() : ctx.fail(error))),
+      onEnd: lost, // the stream was dropped
     });
+  };
+
+  // Not following any more (the stream went away): the next answer of the polling follows again.
+  const lost = () => {
+    if (closeFollow) closeFollow();
+    closeFollow = null;
+    clearTimeout(retry);
+    following = false;
+  };
+  let following = false;
+
+  const waitForStream = () => {
+    if (!missing.isConnected) main.querySelector("h1").after(missing);
+    ctx.status("live", "waiting for the stream");
+    lost();
+  };
+
+  // Follow the stream once it exists: from the newest BACKLOG items on at first, after the
+  // newest item shown later on; a stream created again starts over.
+  const follows = (info) => {
+    missing.remove();
+    if (created !== null && info.created !== created) { // dropped and created again
+      tailBody.replaceChildren();
+      last = null;
+      next = null;
+      shown = 0;
+      counter.textContent = "waiting for items…";
+      lost();
+    }
+    created = info.created;
+    if (following) return;
+    if (next === null) next = Math.max(info.first_offset ?? 0, (info.last_offset ?? -1) - BACKLOG + 1, 0);
+    following = true;
+    if (!paused) start();
   };
 
   const stopPolling = poll(async (signal) => {
@@ -116,11 +158,8 @@ export function streamView(main, { name }, ctx) {
         h("a", { href: route("models", name, m.group, m.name) }, m.name), ` — group ${m.group}, window ${m.seq}`))
         : h("li", { class: "muted" }, "none saved"));
     }
-    if (next === null) { // the first answer: follow from the newest BACKLOG items on
-      next = Math.max(info.first_offset ?? 0, (info.last_offset ?? -1) - BACKLOG + 1, 0);
-      start();
-    }
-  }, ctx);
+    follows(info);
+  }, ctx, { onMissing: waitForStream });
 
   pause.addEventListener("click", () => {
     paused = !paused;
@@ -129,7 +168,7 @@ export function streamView(main, { name }, ctx) {
     clearTimeout(retry);
     if (closeFollow) closeFollow();
     closeFollow = null;
-    if (!paused && next !== null) start(); // on from the item after the newest one shown
+    if (!paused && following) start(); // on from the item after the newest one shown
   });
 
   return () => {

@@ -1,5 +1,6 @@
-// The front page: every stream (length, append rate, newest item, pending per group, dead
-// letters) and every saved model, polled from GET streams and GET models.
+// The front page: every stream (length, append rate, newest item, pending per group — for
+// the groups a consumer has used — dead letters) and every saved model, polled from
+// GET streams and GET models.
 
 import { getJSON } from "./api.js";
 import { h, route, fmtInt, fmtRate, fmtAge } from "./dom.js";
@@ -9,11 +10,21 @@ function list(body, key) {
   return Array.isArray(body) ? body : (body && body[key]) || [];
 }
 
+/** Whether a consumer ever took a window of group `state` (an entry of info.groups): a group
+ * nobody ever claimed from has no claim records, so its chain head is window 0 — e.g. the
+ * `default` group of a stream only a sink writes to. Its "pending" is not a lag. */
+export function groupUsed(state) {
+  if (!state || typeof state !== "object") return true; // no details: assume it is
+  return Boolean(state.windows || state.claimed || state.failed || state.dead);
+}
+
 function pendingPills(info) {
   const groups = info.groups || {};
   const pending = info.pending || {};
-  const names = Object.keys(pending).length ? Object.keys(pending) : Object.keys(groups);
-  if (!names.length) return h("span", { class: "muted" }, "no groups");
+  const all = Object.keys(pending).length ? Object.keys(pending) : Object.keys(groups);
+  if (!all.length) return h("span", { class: "muted" }, "no groups");
+  const names = all.filter((g) => groupUsed(groups[g]));
+  if (!names.length) return h("span", { class: "muted", title: `groups: ${all.join(", ")}` }, "no consumers yet");
   return names.map((g) => {
     const count = pending[g] ?? (groups[g] && groups[g].pending) ?? 0;
     return h("span", { class: count ? "pill busy" : "pill", dataset: { group: g } }, `${g} ${fmtInt(count)}`);

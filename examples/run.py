@@ -21,8 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a source checkout without installing
 
-from streamlog.apps import Runner, load_app  # noqa: E402
-from streamlog.apps.status import text_table  # noqa: E402
+from streamlog.apps import Runner, load_app  # noqa: E402 - after the sys.path line that makes the checkout importable
+from streamlog.apps.status import text_table  # noqa: E402 - after the sys.path line that makes the checkout importable
 
 MODULES = {"sensors": "sensors.py", "clusters": "clusters.py"}
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import common  # noqa: E402
-from benchlib.common import ROOT, FerretDB, find_ferretdb, machine_info  # noqa: E402
+from benchlib import common  # noqa: E402 - after the sys.path line that makes the checkout importable
+from benchlib.common import ROOT, FerretDB, find_ferretdb, machine_info  # noqa: E402 - after the sys.path line that makes the checkout importable
 
 WORKLOADS = ("append", "consume", "latency", "idle", "growth", "roundtrips", "memory", "minibatch")
 EXTRA_WORKLOADS = ("pollsweep",)  # not in the default run
@@ -167,7 +167,8 @@ def evaluate(results: dict) -> list[dict]:
     for kind in ("sqlite", "mongo"):
         app = b.get(kind, {}).get("append")
         if app:
-            for label, key in (("append", "append_ratio"), ("extend100", "extend_ratio"), ("extend10000", "extend_ratio")):
+            for label, key in (("append", "append_ratio"), ("extend100", "extend_ratio"),
+                               ("extend10000", "extend_ratio")):
                 r = app[label]["ratio"]
                 out.append({"target": f"{kind}: {label} ≥ {TARGETS[key]:.0%} of raw", "value": f"{r:.0%}",
                             "status": _status(r >= TARGETS[key])})
@@ -192,7 +193,8 @@ def evaluate(results: dict) -> list[dict]:
         idle = b.get(kind, {}).get("idle")
         if idle:
             out.append({"target": f"{kind}: idle consumer ≤ {TARGETS['idle_cpu_pct']:g} % of a core",
-                        "value": f"{idle['cpu_pct']:.2f} %", "status": _status(idle["cpu_pct"] <= TARGETS["idle_cpu_pct"])})
+                        "value": f"{idle['cpu_pct']:.2f} %",
+                        "status": _status(idle["cpu_pct"] <= TARGETS["idle_cpu_pct"])})
     growth = b.get("sqlite", {}).get("growth")
     if growth and len(growth["sizes"]) >= 2:
         lo, hi = growth["sizes"][0], growth["sizes"][-1]
@@ -308,20 +310,21 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                     ["items processed", "RSS MiB", "peak RSS MiB"], rows))
     targets = results.get("targets")
     if targets:
-        out.append(("Targets", ["target", "value", "status"], [[t["target"], t["value"], t["status"]] for t in targets]))
+        out.append(("Targets", ["target", "value", "status"],
+                    [[t["target"], t["value"], t["status"]] for t in targets]))
     return out
 
 
 def render_text(tbls) -> str:
     lines = []
     for title, header, rows in tbls:
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
         lines.append(f"\n{title}")
-        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
         lines.append("  ".join("-" * w for w in widths))
         for row in rows:
             lines.append("  ".join(str(c).rjust(w) if i and c and c[0].isdigit() else str(c).ljust(w)
-                                   for i, (c, w) in enumerate(zip(row, widths))))
+                                   for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     return "\n".join(lines)
 
 
@@ -393,20 +396,22 @@ def main(argv=None) -> int:
             k = be.kind
             sizes = args.append_sizes[k]
             budget = 60.0
-            step(k, "append", lambda: W.bench_append(be, args.reps, sizes, args.seed, budget, log))
+            step(k, "append", lambda be=be, sizes=sizes, budget=budget:
+                 W.bench_append(be, args.reps, sizes, args.seed, budget, log))
             n = args.consume_items if k == "sqlite" else args.mongo_consume_items
-            step(k, "consume", lambda: W.bench_consume(be, args.reps, n, args.seed, 300.0, log))
-            step(k, "latency", lambda: W.bench_latency(be, args.reps, args.latency_items, log))
-            step(k, "idle", lambda: W.bench_idle(be, args.reps, args.idle_seconds, log))
-            step(k, "pollsweep", lambda: W.bench_pollsweep(be, args.reps, args.latency_items, args.idle_seconds,
-                                                           args.polls.get(k, []), log))
+            step(k, "consume", lambda be=be, n=n: W.bench_consume(be, args.reps, n, args.seed, 300.0, log))
+            step(k, "latency", lambda be=be: W.bench_latency(be, args.reps, args.latency_items, log))
+            step(k, "idle", lambda be=be: W.bench_idle(be, args.reps, args.idle_seconds, log))
+            step(k, "pollsweep", lambda be=be, k=k: W.bench_pollsweep(be, args.reps, args.latency_items,
+                                                                      args.idle_seconds, args.polls.get(k, []), log))
             if k == "sqlite":
-                step(k, "growth", lambda: W.bench_growth(be, args.reps, args.growth_sizes, args.growth_batches,
-                                                         args.seed, log))
+                step(k, "growth", lambda be=be: W.bench_growth(be, args.reps, args.growth_sizes, args.growth_batches,
+                                                               args.seed, log))
                 growth_url = results["backends"].get("sqlite", {}).get("growth", {}).get("url")
-                step(k, "memory", lambda: W.bench_memory(be, args.memory_items, args.seed, 900.0, log, growth_url))
+                step(k, "memory", lambda be=be, growth_url=growth_url:
+                     W.bench_memory(be, args.memory_items, args.seed, 900.0, log, growth_url))
             else:
-                step(k, "roundtrips", lambda: W.bench_roundtrips(be, args.mongo_sizes, 10, args.seed, 600.0, log))
+                step(k, "roundtrips", lambda be=be: W.bench_roundtrips(be, args.mongo_sizes, 10, args.seed, 600.0, log))
         if "minibatch" in args.only and mongo_base:
             log("[minibatch] …")
             t0 = time.monotonic()
@@ -416,7 +421,7 @@ def main(argv=None) -> int:
                     results["errors"].append(f"minibatch: {results['minibatch']['error']}")
             except KeyboardInterrupt:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - any failure is reported and the run goes on
                 results["errors"].append(f"minibatch: {type(exc).__name__}: {exc}")
                 log(f"  FAILED: {traceback.format_exc()}")
             log(f"  ({time.monotonic() - t0:.0f} s)")

@@ -19,29 +19,54 @@ sys.path.insert(0, ROOT)
 
 
 def bench_mqtt() -> None:
-    import json, os, socket, subprocess, sys, tempfile, threading, time
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+    import time
+
     import paho.mqtt.client as mqtt
 
-    N = int(os.environ.get("N", 20000)); ONLY = os.environ.get("ONLY", "live,latency,drain")
-    work = tempfile.mkdtemp(prefix="mqbench-"); DB = f"sqlite:///{work}/bench.db"
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); PORT = s.getsockname()[1]; s.close()
+    N = int(os.environ.get("N", 20000))
+    ONLY = os.environ.get("ONLY", "live,latency,drain")
+    work = tempfile.mkdtemp(prefix="mqbench-")
+    DB = f"sqlite:///{work}/bench.db"
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    PORT = s.getsockname()[1]
+    s.close()
     open(f"{work}/m.conf", "w").write(f"listener {PORT} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
-    broker = subprocess.Popen(["mosquitto", "-c", f"{work}/m.conf"], stderr=subprocess.DEVNULL); time.sleep(0.5)
-    pct = lambda xs, q: sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
+    broker = subprocess.Popen(["mosquitto", "-c", f"{work}/m.conf"], stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+
+    def pct(xs, q):
+        return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
 
     def payload(i):  # "t" = when the publisher hands the message to paho
         body = {"id": i, "t": time.time(), "device": f"sensor-{i % 1000:04d}", "temp": 21.53, "hum": 45.2, "pad": ""}
-        body["pad"] = "x" * max(0, 100 - len(json.dumps(body))); return json.dumps(body).encode()
+        body["pad"] = "x" * max(0, 100 - len(json.dumps(body)))
+        return json.dumps(body).encode()
 
     def publish(topic, n, rate=None):
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-        c.max_inflight_messages_set(1000); c.connect("127.0.0.1", PORT); c.loop_start()
-        t0 = time.time(); infos = []
+        c.max_inflight_messages_set(1000)
+        c.connect("127.0.0.1", PORT)
+        c.loop_start()
+        t0 = time.time()
+        infos = []
         for i in range(n):
-            if rate and (d := t0 + i / rate - time.time()) > 0: time.sleep(d)
+            if rate and (d := t0 + i / rate - time.time()) > 0:
+                time.sleep(d)
             infos.append(c.publish(topic, payload(i), qos=1))
-        for info in infos: info.wait_for_publish(60)
-        t1 = time.time(); c.disconnect(); c.loop_stop(); return t0, t1
+        for info in infos:
+            info.wait_for_publish(60)
+        t1 = time.time()
+        c.disconnect()
+        c.loop_stop()
+        return t0, t1
 
     def sub_proc(topic, session=None):
         cmd = ["mosquitto_sub", "-p", str(PORT), "-q", "1", "-t", topic] + (["-c", "-i", session] if session else [])
@@ -50,7 +75,9 @@ def bench_mqtt() -> None:
     def sub_collect(proc, n, out):  # out: list of publish->printed ms; returns when n lines were read
         for line in proc.stdout:
             out.append((time.time() - json.loads(line)["t"]) * 1000)
-            if len(out) == n: out.append(time.time()); return
+            if len(out) == n:
+                out.append(time.time())
+                return
 
     BRIDGE = """
     import sys, threading, time, streamlog
@@ -64,13 +91,20 @@ def bench_mqtt() -> None:
     print(time.time(), first, flush=True); src.stop(); th.join()
     """
     def bridge(topic, stream):
-        p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(BRIDGE), f"mqtt://127.0.0.1:{PORT}/{topic}", stream, DB],
+        p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(BRIDGE), f"mqtt://127.0.0.1:{PORT}/{topic}",
+                              stream, DB],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                              env=dict(os.environ, PYTHONPATH=ROOT))
-        assert p.stdout.readline().strip() == "ready"; return p
+        assert p.stdout.readline().strip() == "ready"
+        return p
+
     def bridge_wait(p, n):
-        p.stdin.write(f"{n}\n"); p.stdin.flush(); end, first = p.stdout.readline().split(); p.wait(30)
+        p.stdin.write(f"{n}\n")
+        p.stdin.flush()
+        end, first = p.stdout.readline().split()
+        p.wait(30)
         return float(end), (None if first == "None" else float(first))
+
     def stored_latency(stream, start):
         import streamlog
         items = streamlog.stream(stream, DB).read(start, limit=None)
@@ -78,41 +112,80 @@ def bench_mqtt() -> None:
 
     print(f"{N} messages of {len(payload(12345))} bytes, QoS 1, {os.cpu_count()} cores")
     if "live" in ONLY:
-        t0, t1 = publish("b/none", N); print(f"publisher alone: {N / (t1 - t0):,.0f} msg/s")
-        sub = sub_proc("b/sub"); time.sleep(0.5); lat = []
-        th = threading.Thread(target=sub_collect, args=(sub, N, lat)); th.start()
-        t0, t1 = publish("b/sub", N); th.join(120); sub.terminate(); end = lat.pop()
+        t0, t1 = publish("b/none", N)
+        print(f"publisher alone: {N / (t1 - t0):,.0f} msg/s")
+        sub = sub_proc("b/sub")
+        time.sleep(0.5)
+        lat = []
+        th = threading.Thread(target=sub_collect, args=(sub, N, lat))
+        th.start()
+        t0, t1 = publish("b/sub", N)
+        th.join(120)
+        sub.terminate()
+        end = lat.pop()
         print(f"live  mosquitto_sub: {N / (end - t0):,.0f} msg/s (publisher {N / (t1 - t0):,.0f}); "
               f"publish->printed p50 {pct(lat, .5):.0f} ms p99 {pct(lat, .99):.0f} ms")
-        p = bridge("b/src", "live"); t0, t1 = publish("b/src", N); end, _ = bridge_wait(p, N)
-        lat, n = stored_latency("live", 0); assert n == N
+        p = bridge("b/src", "live")
+        t0, t1 = publish("b/src", N)
+        end, _ = bridge_wait(p, N)
+        lat, n = stored_latency("live", 0)
+        assert n == N
         print(f"live  MQTTSource:    {N / (end - t0):,.0f} msg/s (publisher {N / (t1 - t0):,.0f}); "
               f"publish->stored p50 {pct(lat, .5):.0f} ms p99 {pct(lat, .99):.0f} ms")
     if "latency" in ONLY:
         for rate in (100, 1000):
             n = rate * 5
-            sub = sub_proc(f"b/lat{rate}"); time.sleep(0.5); lat = []
-            th = threading.Thread(target=sub_collect, args=(sub, n, lat)); th.start()
-            publish(f"b/lat{rate}", n, rate); th.join(60); sub.terminate(); lat.pop()
-            p = bridge(f"b/slat{rate}", f"lat{rate}"); publish(f"b/slat{rate}", n, rate); bridge_wait(p, n)
-            slat, got = stored_latency(f"lat{rate}", 0); assert got == n
+            sub = sub_proc(f"b/lat{rate}")
+            time.sleep(0.5)
+            lat = []
+            th = threading.Thread(target=sub_collect, args=(sub, n, lat))
+            th.start()
+            publish(f"b/lat{rate}", n, rate)
+            th.join(60)
+            sub.terminate()
+            lat.pop()
+            p = bridge(f"b/slat{rate}", f"lat{rate}")
+            publish(f"b/slat{rate}", n, rate)
+            bridge_wait(p, n)
+            slat, got = stored_latency(f"lat{rate}", 0)
+            assert got == n
             print(f"{rate:>5} msg/s: MQTTSource publish->stored p50 {pct(slat, .5):.1f} ms p99 {pct(slat, .99):.1f} ms "
-                  f"max {max(slat):.1f} | mosquitto_sub publish->printed p50 {pct(lat, .5):.1f} p99 {pct(lat, .99):.1f}")
+                  f"max {max(slat):.1f} | mosquitto_sub publish->printed p50 {pct(lat, .5):.1f} "
+                  f"p99 {pct(lat, .99):.1f}")
     if "drain" in ONLY:  # a backlog published while the receiver was away (persistent sessions)
-        sub = sub_proc("b/dsub", "bench-dsub"); time.sleep(0.5); sub.terminate(); sub.wait()
-        publish("b/dsub", N); lat = []; t0 = time.time(); sub = sub_proc("b/dsub", "bench-dsub")
-        sub_collect(sub, N, lat); end = lat.pop(); sub.terminate()
+        sub = sub_proc("b/dsub", "bench-dsub")
+        time.sleep(0.5)
+        sub.terminate()
+        sub.wait()
+        publish("b/dsub", N)
+        lat = []
+        t0 = time.time()
+        sub = sub_proc("b/dsub", "bench-dsub")
+        sub_collect(sub, N, lat)
+        end = lat.pop()
+        sub.terminate()
         print(f"drain mosquitto_sub: {N / (end - t0):,.0f} msg/s (from process start)")
-        p = bridge("b/drain", "drain"); bridge_wait(p, 0)  # creates the session
-        publish("b/drain", N); t0 = time.time(); p = bridge("b/drain", "drain"); end, first = bridge_wait(p, N)
+        p = bridge("b/drain", "drain")
+        bridge_wait(p, 0)  # creates the session
+        publish("b/drain", N)
+        t0 = time.time()
+        p = bridge("b/drain", "drain")
+        end, first = bridge_wait(p, N)
         assert stored_latency("drain", 0)[1] == N
         print(f"drain MQTTSource:    {N / (end - t0):,.0f} msg/s from process start, "
               f"{N / (end - first):,.0f} msg/s from the first message received")
-    broker.terminate(); broker.wait()
+    broker.terminate()
+    broker.wait()
 
 
 def bench_tcp() -> None:
-    import json, socket, sys, tempfile, threading, time
+    import json
+    import socket
+    import sys
+    import tempfile
+    import threading
+    import time
+
     import streamlog
     from streamlog.bridges.tcp import TCPListener
 
@@ -121,7 +194,8 @@ def bench_tcp() -> None:
     db = tempfile.mkdtemp() + "/bench.db"
     s = streamlog.stream("bench", url=f"sqlite:///{db}")
     def line(c, i):
-        return json.dumps({"client": c, "seq": i, "sensor": "temp-01", "value": 21.5 + i % 7, "unit": "C", "site": "north-field-07", "ok": True}).encode()
+        return json.dumps({"client": c, "seq": i, "sensor": "temp-01", "value": 21.5 + i % 7, "unit": "C",
+                           "site": "north-field-07", "ok": True}).encode()
     payloads = [b"".join(line(c, i) + b"\n" for i in range(LINES)) + b"# ack\n" for c in range(CLIENTS)]
     size = sum(len(line(0, i)) for i in range(100)) / 100
     listener = TCPListener("tcp://127.0.0.1:0", s, batch=batch, status_every=None).start()
@@ -136,8 +210,10 @@ def bench_tcp() -> None:
         sock.close()
     threads = [threading.Thread(target=client, args=(c,)) for c in range(CLIENTS)]
     t0 = time.perf_counter()
-    for t in threads: t.start()
-    for t in threads: t.join()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     elapsed = time.perf_counter() - t0
     counters = listener.close()
     n = len(s)

@@ -18,13 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 import httpx
 import psutil
 
-import streamlog  # after the sys.path line: the checkout's streamlog
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import streamlog  # noqa: E402 - after the sys.path line that makes the checkout's streamlog importable
 
 SERVER = """
 import sys

@@ -48,9 +48,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import streamlog  # noqa: E402
-from streamlog.consumers import OnlineKMeans, OnlineLinearRegression, PartialFit  # noqa: E402
-from streamlog.window import Window  # noqa: E402
+import streamlog  # noqa: E402 - after the sys.path line that makes the checkout importable
+from streamlog.consumers import OnlineKMeans, OnlineLinearRegression, PartialFit  # noqa: E402 - after the sys.path line that makes the checkout importable
+from streamlog.window import Window  # noqa: E402 - after the sys.path line that makes the checkout importable
 
 WINDOW = 60
 COEF = np.array([2.0, -1.0, 0.5, 3.0, -2.0])
@@ -188,7 +188,7 @@ def bench_regression(n: int, repeat: int, stream) -> list[dict]:
 
     X, y = regression_data(n, seed=1)
     X_test, y_test = regression_data(20_000, seed=2)
-    rows = [dict(zip(FEATURES, x), y=t) for x, t in zip(X.tolist(), y.tolist())]
+    rows = [dict(zip(FEATURES, x, strict=True), y=t) for x, t in zip(X.tolist(), y.tolist(), strict=True)]
     wins = windows(stream, rows)
     results = []
 
@@ -223,7 +223,7 @@ def bench_regression(n: int, repeat: int, stream) -> list[dict]:
     def river_acc(model, prequential=None):
         w = model.weights
         out = regression_accuracy(
-            lambda Z: np.array([model.predict_one(dict(zip(FEATURES, z))) for z in Z.tolist()]),
+            lambda Z: np.array([model.predict_one(dict(zip(FEATURES, z, strict=True))) for z in Z.tolist()]),
             (np.array([w.get(f, 0.0) for f in FEATURES]), model.intercept), X_test, y_test)
         return out | ({"prequential_rmse": prequential} if prequential is not None else {})
 
@@ -250,7 +250,7 @@ def bench_kmeans(n: int, repeat: int, stream) -> list[dict]:
 
     X, labels = cluster_data(n, seed=3)
     X_test, labels_test = cluster_data(20_000, seed=4)
-    rows = [dict(zip(AXES, x)) for x in X.tolist()]
+    rows = [dict(zip(AXES, x, strict=True)) for x in X.tolist()]
     wins = windows(stream, rows)
     results = []
 
@@ -293,9 +293,11 @@ def bench_end_to_end(n: int, url: str) -> list[dict]:
     X, y = regression_data(n, seed=1)
     P, _ = cluster_data(n, seed=3)
     cases = [
-        ("OnlineLinearRegression", "e2e.regression", [dict(zip(FEATURES, x), y=t) for x, t in zip(X.tolist(), y.tolist())],
+        ("OnlineLinearRegression", "e2e.regression",
+         [dict(zip(FEATURES, x, strict=True), y=t) for x, t in zip(X.tolist(), y.tolist(), strict=True)],
          lambda: OnlineLinearRegression(FEATURES, "y")),
-        ("OnlineKMeans", "e2e.kmeans", [dict(zip(AXES, p)) for p in P.tolist()], lambda: OnlineKMeans(K, AXES)),
+        ("OnlineKMeans", "e2e.kmeans", [dict(zip(AXES, p, strict=True)) for p in P.tolist()],
+         lambda: OnlineKMeans(K, AXES)),
     ]
     results = []
     for name, stream_name, rows, make in cases:
@@ -357,11 +359,13 @@ def table(results: list[dict]) -> str:
                   "|---|---|---:|---:|---:|---:|---:|"]
         for r in regression:
             lines.append(f"| {r['learner']} | {r['how']} | {r['items_per_s']:,} | {_per_window(r)} | "
-                         f"{_num(r['test_rmse'])} | {_num(r.get('max_coef_error'))} | {_num(r.get('prequential_rmse'))} |")
+                         f"{_num(r['test_rmse'])} | {_num(r.get('max_coef_error'))} | "
+                         f"{_num(r.get('prequential_rmse'))} |")
         lines.append("")
     kmeans = [r for r in results if r["task"] == "kmeans"]
     if kmeans:
-        lines += ["| k-means learner | how | items/s | µs/window | test inertia | ARI |", "|---|---|---:|---:|---:|---:|"]
+        lines += ["| k-means learner | how | items/s | µs/window | test inertia | ARI |",
+                  "|---|---|---:|---:|---:|---:|"]
         for r in kmeans:
             lines.append(f"| {r['learner']} | {r['how']} | {r['items_per_s']:,} | {_per_window(r)} | "
                          f"{_num(r['test_inertia'], 3)} | {_num(r['ari'])} |")

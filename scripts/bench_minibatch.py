@@ -212,7 +212,7 @@ def versions():
     for pkg in ("minibatch", "mongoengine", "pymongo", "dill"):
         try:
             out[pkg] = version(pkg)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any failure is reported and the run goes on
             out[pkg] = None
     out["python"] = sys.version.split()[0]
     return out
@@ -255,7 +255,7 @@ def main():
             json.dump(result, f, indent=1)
         try:
             client.drop_database(args.db)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any failure is reported and the run goes on
             pass
         client.close()
     return 1 if "error" in result else 0

@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import streamlog  # noqa: E402
-from streamlog.groups import find_group, group_state  # noqa: E402
+import streamlog  # noqa: E402 - after the sys.path line that makes the checkout importable
+from streamlog.delivery.groups import find_group, group_state  # noqa: E402 - after the sys.path line that makes the checkout importable
 
 STAGES = '''\
 def forward(window):

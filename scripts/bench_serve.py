@@ -30,11 +30,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-import orjson  # noqa: E402
-import psutil  # noqa: E402
+import httpx  # noqa: E402 - after the sys.path line that makes the checkout importable
+import orjson  # noqa: E402 - after the sys.path line that makes the checkout importable
+import psutil  # noqa: E402 - after the sys.path line that makes the checkout importable
 
-import streamlog  # noqa: E402
+import streamlog  # noqa: E402 - after the sys.path line that makes the checkout importable
 
 CLIENTS = int(os.environ.get("CLIENTS", 2))
 SAMPLES = int(os.environ.get("SAMPLES", 300))

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import streamlog  # noqa: E402
+import streamlog  # noqa: E402 - after the sys.path line that makes the checkout importable
 
 SECTION = "### Parallel workers (issue 12)"
 

@@ -44,7 +44,7 @@ def produce(stream, batches: int, pause: float, seed: int, done: threading.Event
         c1, c2 = BEFORE if batch < batches // 2 else AFTER
         x = rng.uniform(-1, 1, size=(60, 2))
         y = c1 * x[:, 0] + c2 * x[:, 1] + rng.normal(scale=0.1, size=60)
-        stream.extend([{"x1": a, "x2": b, "y": t} for (a, b), t in zip(x.tolist(), y.tolist())])
+        stream.extend([{"x1": a, "x2": b, "y": t} for (a, b), t in zip(x.tolist(), y.tolist(), strict=True)])
         time.sleep(random.uniform(pause / 2, pause))
     done.wait(timeout=30)  # the consumer has learned the last batch
     consumer.stop()  # it finishes and commits its window, then apply() returns
@@ -83,7 +83,7 @@ def main() -> None:
     producer.start()
     windows = consumer.apply(learn)
     producer.join()
-    coef = ", ".join(f"{f}={c:+.3f}" for f, c in zip(model.features, model.coef_))
+    coef = ", ".join(f"{f}={c:+.3f}" for f, c in zip(model.features, model.coef_, strict=True))
     print(f"done: {windows} windows, {model.n_seen_} items; final model y = {coef}, "
           f"intercept {model.intercept_:+.3f}; prequential RMSE {model.rmse_:.3f}")
     print(f"next: streamlog tail {SINK} -n 3   |   streamlog info {STREAM}")

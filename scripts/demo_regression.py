@@ -53,7 +53,7 @@ def produce(args, stop_consumer=None, done: threading.Event | None = None) -> No
         c1, c2 = truth(batch, args)
         x = rng.uniform(-1, 1, size=(60, 2))
         y = c1 * x[:, 0] + c2 * x[:, 1] + INTERCEPT + rng.normal(scale=args.noise, size=60)
-        offsets = stream.extend([{"x1": a, "x2": b, "y": t} for (a, b), t in zip(x.tolist(), y.tolist())])
+        offsets = stream.extend([{"x1": a, "x2": b, "y": t} for (a, b), t in zip(x.tolist(), y.tolist(), strict=True)])
         if stop_consumer is None:
             print(f"batch {batch + 1}/{args.batches}: offsets {offsets[0]}..{offsets[-1]}, (c1, c2) = ({c1}, {c2})")
         if batch < args.batches - 1:

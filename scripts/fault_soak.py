@@ -55,7 +55,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from faultlib import Params, Scenario  # noqa: E402
+from faultlib import Params, Scenario  # noqa: E402 - after the sys.path line that makes the checkout importable
 
 
 def main(argv: list[str] | None = None) -> int:

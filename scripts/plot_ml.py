@@ -25,14 +25,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - after the sys.path line that makes the checkout importable
+import numpy as np  # noqa: E402 - after the sys.path line that makes the checkout importable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import streamlog  # noqa: E402
-from streamlog.consumers import OnlineKMeans, OnlineLinearRegression  # noqa: E402
+import streamlog  # noqa: E402 - after the sys.path line that makes the checkout importable
+from streamlog.consumers import OnlineKMeans, OnlineLinearRegression  # noqa: E402 - after the sys.path line that makes the checkout importable
 
 BEFORE, AFTER = (2.0, -1.0), (-1.0, 3.0)
 CENTERS = np.array([[0.0, 0.0, 0.0], [6.0, 6.0, 0.0], [0.0, 6.0, 6.0]])
@@ -50,7 +50,7 @@ def regression(url: str, windows: int, out: Path) -> None:
         c1, c2 = BEFORE if w < windows // 2 else AFTER
         x = rng.uniform(-1, 1, size=(60, 2))
         y = c1 * x[:, 0] + c2 * x[:, 1] + rng.normal(scale=0.1, size=60)
-        stream.extend([{"x1": a, "x2": b, "y": t} for (a, b), t in zip(x.tolist(), y.tolist())])
+        stream.extend([{"x1": a, "x2": b, "y": t} for (a, b), t in zip(x.tolist(), y.tolist(), strict=True)])
     for name, halflife in (("exact", None), ("halflife60", 60)):
         model = OnlineLinearRegression(["x1", "x2"], "y", halflife=halflife, name=name)
         streamlog.streaming("plot.sensors", size=60, group=name, sink=f"plot.{name}", blocking=False,

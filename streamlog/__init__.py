@@ -13,12 +13,30 @@ emitters that feed windows of items to Python consumer functions.
 from __future__ import annotations
 
 from .client import Client, connect
-from .consumers.predict import Predictor
 from .consumers.streaming import StreamingFunction, streaming
-from .emitters import (CountWindow, Emitter, FixedTimeWindow, RelaxedTimeWindow, SessionWindow,
-                       SlidingCountWindow, SlidingTimeWindow)
-from .errors import (BadItemError, BadNameError, BadURLError, ConsumerError, IdempotencyError, KeyBusyError,
-                     KeyReusedError, MissingFieldError, StreamlogError, UnknownStreamError, UnreachableError)
+from .emitters import (
+    CountWindow,
+    Emitter,
+    FixedTimeWindow,
+    RelaxedTimeWindow,
+    SessionWindow,
+    SlidingCountWindow,
+    SlidingTimeWindow,
+)
+from .errors import (
+    BadItemError,
+    BadNameError,
+    BadURLError,
+    ConsumerError,
+    IdempotencyError,
+    KeyBusyError,
+    KeyReusedError,
+    MissingFieldError,
+    StreamlogError,
+    UnknownStreamError,
+    UnreachableError,
+)
+from .learners.predictor import Predictor
 from .stream import Stream
 from .window import Window
 

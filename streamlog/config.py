@@ -131,8 +131,8 @@ def connect_timeout() -> float:
 
 
 @dataclass(frozen=True)
-class Target:
-    """A parsed URL: which backend, and where."""
+class DatabaseLocation:
+    """A parsed database URL: which backend, and where (the file, or the database name)."""
 
     kind: str  # "mongodb" or "sqlite"
     url: str
@@ -140,7 +140,7 @@ class Target:
     database: str | None = None  # mongodb
 
 
-def parse_url(url: str) -> Target:
+def parse_url(url: str) -> DatabaseLocation:
     """Validate a URL and say which backend it names. Raises :class:`BadURLError`."""
     if not isinstance(url, str) or not url.strip():
         raise BadURLError("the database URL is empty")
@@ -163,7 +163,7 @@ def parse_url(url: str) -> Target:
         database = parts.path.lstrip("/") or "streamlog"
         if re.search(r'[/\\. "$\x00]', database) or len(database) > 63:
             raise BadURLError(f"{masked}: {database!r} is not a valid MongoDB database name")
-        return Target("mongodb", url, database=database)
+        return DatabaseLocation("mongodb", url, database=database)
     if scheme == "sqlite":
         # SQLAlchemy's convention: sqlite:///relative.db and sqlite:////absolute/path.db
         rest = url[len("sqlite://"):]
@@ -172,7 +172,7 @@ def parse_url(url: str) -> Target:
         path = Path(rest[1:]).expanduser()
         if path.name in ("", ".", "..") or path.is_dir():
             raise BadURLError(f"{url}: the path must name a database file, not a directory")
-        return Target("sqlite", url, path=path)
+        return DatabaseLocation("sqlite", url, path=path)
     raise BadURLError(
         f"{mask_url(url)}: unsupported URL scheme {scheme or '(none)'!r}; "
         "use mongodb://host/db or sqlite:///path/to/file.db"

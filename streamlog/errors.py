@@ -50,13 +50,6 @@ class NoDatabaseError(StreamlogError, LookupError):
     exit_code = 3
 
 
-class FencedError(StreamlogError):
-    """This consumer's claim on a window was taken over (its lease ran out) before it
-    could commit: the window belongs to the newer attempt, and this one must not commit."""
-
-    exit_code = 1
-
-
 class UnknownGroupError(StreamlogError, LookupError):
     """A consumer group that must exist does not (``group reset``, ``group delete``)."""
 

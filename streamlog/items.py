@@ -425,4 +425,5 @@ def fingerprint(items: list[dict]) -> str:
     items however they were serialised or their keys ordered (idempotency keys store it)."""
     import hashlib
 
-    return hashlib.sha256(orjson.dumps(items, default=_json_default, option=_OPTIONS | orjson.OPT_SORT_KEYS)).hexdigest()
+    text = orjson.dumps(items, default=_json_default, option=_OPTIONS | orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(text).hexdigest()

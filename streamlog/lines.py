@@ -189,7 +189,7 @@ def csv_rows(source, nested_arrays: bool) -> Iterator[Line]:
             continue
         where = f"line {number}"
         try:
-            item = check_item({k: csv_value(v) for k, v in zip(header, row)}, where, nested_arrays)
+            item = check_item({k: csv_value(v) for k, v in zip(header, row, strict=False)}, where, nested_arrays)
         except BadItemError as exc:
             yield Line(number, raw, why=str(exc).removeprefix(where + ": "))
             continue

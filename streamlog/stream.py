@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
 
 import orjson
 
-from . import groups as _groups
-from .errors import (ConsumerError, KeyBusyError, KeyReusedError, StreamlogError, UnknownGroupError,
-                     UnknownStreamError)
-from .groups import ConsumerGroup
-from .items import (MAX_ITEM_BYTES, encode_many, fingerprint, ms_to_datetime, nested_array_path, normalize_many,
-                    now_ms)
+from .delivery import groups as _groups
+from .delivery.groups import ConsumerGroup
+from .errors import ConsumerError, KeyBusyError, KeyReusedError, StreamlogError, UnknownGroupError, UnknownStreamError
+from .items import MAX_ITEM_BYTES, encode_many, fingerprint, ms_to_datetime, nested_array_path, normalize_many, now_ms
 from .names import DEAD_SUFFIX, check_idempotency_key, check_name, dead_letter_stream, did_you_mean
-from .store.base import KEEP_MODEL_HISTORY, KEY_WINDOW_MS, Batch, StreamRecord
+from .store.base import CLAIM_RETENTION_MS, KEEP_MODEL_HISTORY, KEY_WINDOW_MS, Batch, StreamRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -39,7 +37,7 @@ _DEAD_COUNT_LIMIT = 10_000  # info() reads at most this many dead letters to cou
 def _records(batch: Batch) -> list[dict]:
     return [
         {"offset": o, "timestamp": ms_to_datetime(t), "data": d}
-        for o, t, d in zip(batch.offsets, batch.times, batch.data)
+        for o, t, d in zip(batch.offsets, batch.times, batch.data, strict=True)
     ]
 
 
@@ -239,7 +237,7 @@ class Stream:
     def redrive(self, group: str | None = None, limit: int | None = None, to: str | None = None) -> int:
         """Append dead letters (of ``group``, or all) back onto the stream ``to``
         (default: this stream) and return how many; a second call does not re-drive
-        the same ones. See :func:`streamlog.groups.redrive`."""
+        the same ones. See :func:`streamlog.delivery.groups.redrive`."""
         target = self.client.stream(to) if to is not None and to != self.name else None
         return _groups.redrive(self, group, limit, target)
 
@@ -415,9 +413,9 @@ class Stream:
 
     def _trim_before(self, limit: int, wait: bool = True) -> int:
         deleted = self.store.trim(self.name, limit, wait)
-        # Old closed claims below the trimmed range are no longer needed; an hour's margin
-        # keeps every claim a live consumer could still be building on.
-        self.store.forget_claims(self.name, limit, now_ms() - 3_600_000)
+        # Old closed claims below the trimmed range are no longer needed (after the retention
+        # margin that keeps every claim a live consumer could still be building on).
+        self.store.forget_claims(self.name, limit, now_ms() - CLAIM_RETENTION_MS)
         return deleted
 
     def _offset_at(self, cutoff: int) -> int:
@@ -425,7 +423,7 @@ class Stream:
         offsets (append times rise with offsets, up to producers' clock skew)."""
         lo = self.store.first_offset(self.name)
         last = self.store.last_offset(self.name)
-        if lo is None:
+        if lo is None or last is None:
             return 0
         hi = last + 1
         while lo < hi:

@@ -112,7 +112,11 @@ def url(backend, request, tmp_path):
         yield value
         _forget_client(value)
         return
-    base = request.getfixturevalue("mongo_server")
+    yield from _fresh_mongo_database(request.getfixturevalue("mongo_server"))
+
+
+def _fresh_mongo_database(base: str):
+    """Yield the URL of a new database on the MongoDB-wire server ``base``; drop it after."""
     database = f"t{uuid.uuid4().hex[:12]}"
     value = f"{base}/{database}"
     yield value
@@ -122,6 +126,12 @@ def url(backend, request, tmp_path):
     client = pymongo.MongoClient(base, serverSelectionTimeoutMS=2000)
     client.drop_database(database)
     client.close()
+
+
+@pytest.fixture
+def mongo_url(mongo_server):
+    """A fresh, empty database on the MongoDB-wire test server (MongoDB-only tests)."""
+    yield from _fresh_mongo_database(mongo_server)
 
 
 @pytest.fixture

@@ -138,9 +138,9 @@ def producer_main(argv: list[str]) -> int:
         k = min(end - i, rng.randint(2 if args.slow_sql else 1, args.batch_max))
         batch = [{"p": args.id, "i": j} for j in range(i, i + k)]
         if k == 1:
-            offsets = [attempt(lambda: stream.append(batch[0]), [i, i])]
+            offsets = [attempt(lambda batch=batch: stream.append(batch[0]), [i, i])]
         else:
-            def extend():
+            def extend(i=i, k=k, batch=batch):
                 slow["armed"] = [i, i + k - 1]
                 try:
                     return stream.extend(batch)
@@ -148,7 +148,7 @@ def producer_main(argv: list[str]) -> int:
                     slow["armed"] = None
 
             offsets = attempt(extend, [i, i + k - 1])
-        write(a=[[item["i"], off] for item, off in zip(batch, offsets)], t=time.time())
+        write(a=[[item["i"], off] for item, off in zip(batch, offsets, strict=True)], t=time.time())
         i += k
         if args.interval:
             time.sleep(rng.uniform(0.5, 1.5) * args.interval)
@@ -180,7 +180,7 @@ def consumer_main(argv: list[str]) -> int:
         out.write("".join(
             json.dumps({"o": o, "p": d.get("p"), "i": d.get("i"), "pid": pid, "q": window.seq,
                         "k": window.attempt, "t": now}, separators=(",", ":")) + "\n"
-            for o, d in zip(window.offsets, window.data)))
+            for o, d in zip(window.offsets, window.data, strict=True)))
         out.flush()
         if args.work:
             time.sleep(args.work)
@@ -480,14 +480,14 @@ class Scenario:
         its function has not returned: claimed, not committed); start a replacement. A kill
         that came too late (the function had returned) is logged as missed and tried again,
         up to three times."""
-        for attempt in range(3):
+        for _attempt in range(3):
             victims = self.live("consumer")
             if not victims:
                 self.log("no live consumer to kill")
                 return
             seen = {w.proc.pid: len(read_lines(w.out)[0]) for w in victims}
 
-            def in_window():
+            def in_window(victims=victims, seen=seen):
                 for w in victims:
                     recs = read_lines(w.out)[0]
                     if len(recs) > seen[w.proc.pid] and "o" in recs[-1] and w.proc.poll() is None:
@@ -513,14 +513,14 @@ class Scenario:
         logged as missed and tried again on the replacement, up to five times."""
         # On MongoDB nothing slows the call down: kill once it is announced (a "b" line).
         mark = "sql" if self.p.backend == "sqlite" else "b"
-        for attempt in range(5):  # a kill that comes too late is tried again on the replacement
+        for _attempt in range(5):  # a kill that comes too late is tried again on the replacement
             victims = [w for w in self.live("producer") if w.ident == 0]
             if not victims:
                 self.log("no producer 0 left to kill (already done?)")
                 return
             victim = victims[0]
 
-            def inside():
+            def inside(victim=victim):
                 recs = read_lines(victim.out)[0]
                 return bool(recs) and isinstance(recs[-1].get(mark), list) and recs[-1][mark][1] > recs[-1][mark][0]
 
@@ -612,7 +612,7 @@ class Scenario:
                 lease = f"expired {(now - c.lease) / 1000:.1f} s ago" if c.lease < now else "valid"
                 claims.append(f"#{c.seq}/{c.attempt} offsets {c.lo}-{c.hi} {c.state} owner {c.owner} lease {lease}")
             return f"{state}; open claims: {claims or 'none'}"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any failure is reported and the run goes on
             return f"(unavailable: {type(exc).__name__}: {exc})"
 
     def plan(self) -> list[tuple[float, str, int]]:
@@ -643,7 +643,7 @@ class Scenario:
                 self.start_producer(k, 0, slow=(k == 0 and p.producer_kills > 0 and p.backend == "sqlite"))
             for fraction, kind, index in self.plan():
                 target = min(p.items, int(fraction * p.items))
-                self.wait(lambda: self.acked_count() >= target or not self.live("producer"), self.left(),
+                self.wait(lambda target=target: self.acked_count() >= target or not self.live("producer"), self.left(),
                           f"{target} acknowledged items")
                 if kind == "kill_consumer":
                     self.fault_kill_consumer()
@@ -699,7 +699,7 @@ class Scenario:
 
             if self.url:
                 _forget_client(self.url)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any failure is reported and the run goes on
             pass
         if self.server is not None:
             self.server.close()
@@ -712,7 +712,7 @@ class Scenario:
         if stream is None:
             return
         stored_batch = stream.store.read(STREAM, 0, None)
-        stored = {o: (d.get("p"), d.get("i")) for o, d in zip(stored_batch.offsets, stored_batch.data)}
+        stored = {o: (d.get("p"), d.get("i")) for o, d in zip(stored_batch.offsets, stored_batch.data, strict=True)}
         dead = 0
         if stream.store.get_stream(STREAM + ".dead") is not None:
             dead = stream.store.count(STREAM + ".dead")

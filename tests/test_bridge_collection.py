@@ -21,10 +21,9 @@ import pytest
 from bson import Binary, Int64, ObjectId, Regex
 from bson.decimal128 import Decimal128
 from bson.timestamp import Timestamp
+from helpers import wait_until
 
 import streamlog
-from conftest import _forget_client
-from helpers import wait_until
 from streamlog.bridges.collection import CollectionSource, convert_document, parse_collection_url
 
 pytestmark = [pytest.mark.mongo, pytest.mark.timeout(30)]
@@ -56,15 +55,9 @@ def source(mongo_server):
 
 
 @pytest.fixture
-def mongo_target(mongo_server):
+def mongo_target(mongo_url):
     """A fresh streamlog database on the test server."""
-    database = f"t{uuid.uuid4().hex[:12]}"
-    value = f"{mongo_server}/{database}"
-    yield value
-    _forget_client(value)
-    client = pymongo.MongoClient(mongo_server, serverSelectionTimeoutMS=2000)
-    client.drop_database(database)
-    client.close()
+    return mongo_url
 
 
 class Running:

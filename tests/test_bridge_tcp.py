@@ -14,10 +14,9 @@ import threading
 import time
 
 import pytest
+from helpers import reaped, run_python, wait_until
 
 import streamlog
-from helpers import reaped, run_python, wait_until
-from streamlog.bridges import tcp
 from streamlog.bridges.tcp import TCPListener, TCPPublisher
 from streamlog.errors import UnknownStreamError
 
@@ -299,7 +298,12 @@ def _no_sockets(monkeypatch):
                                      "tcp://example.org:9000"])
 def test_a_non_loopback_host_is_refused_without_token_or_allow(stream, monkeypatch, cls, address):
     _no_sockets(monkeypatch)
-    make = (lambda **kw: cls(address, stream, **kw)) if cls is TCPListener else (lambda **kw: cls(stream, address, **kw))
+    if cls is TCPListener:
+        def make(**kw):
+            return cls(address, stream, **kw)
+    else:
+        def make(**kw):
+            return cls(stream, address, **kw)
     with pytest.raises(streamlog.StreamlogError, match="not a loopback address") as info:
         make()
     assert "\n" not in str(info.value)
@@ -433,7 +437,7 @@ def test_publisher_a_slow_client_is_dropped_without_stalling_the_others(stream):
         pad = "p" * 2000
         for i in range(0, total, 100):  # the fast client keeps up; the slow one reads nothing
             stream.extend([{"i": j, "pad": pad} for j in range(i, i + 100)])
-            wait_until(lambda: len(got) >= i + 100 or not reader.is_alive(), 10, message="the fast client")
+            wait_until(lambda i=i: len(got) >= i + 100 or not reader.is_alive(), 10, message="the fast client")
         reader.join(10)
         assert got == list(range(total))
         wait_until(lambda: publisher.counters.snapshot()["errors"] == 1, 10, message="the slow client dropped")

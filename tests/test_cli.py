@@ -18,13 +18,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, reaped, run_python, wait_until
 from typer.testing import CliRunner
 
 import streamlog
 from streamlog.cli import app, parse_duration
 from streamlog.items import now_ms
-
-from helpers import ROOT, reaped, run_python, wait_until
 
 runner = CliRunner()
 

@@ -12,12 +12,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import reaped, wait_until
+from test_cli import cli, fails, ok, subprocess_env
 
 import streamlog
 from streamlog.names import dead_letter_stream
-
-from helpers import reaped, wait_until
-from test_cli import cli, fails, ok, subprocess_env
 
 
 def appender(url: str, *args: str, stdin=subprocess.PIPE) -> subprocess.Popen:

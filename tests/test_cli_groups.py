@@ -7,10 +7,9 @@ import io
 from datetime import datetime
 
 import pytest
+from test_cli import cli, fails, ok, records
 
 import streamlog
-
-from test_cli import cli, fails, ok, records
 
 
 @pytest.fixture

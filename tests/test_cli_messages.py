@@ -6,12 +6,11 @@ from __future__ import annotations
 import socket
 
 import pytest
+from test_cli import fails
 
 import streamlog
 from streamlog.cli.app import MAX_ERROR_LINE
 from streamlog.errors import UnknownGroupError, UnknownStreamError, UnreachableError
-
-from test_cli import fails
 
 SECRET = "s3cr3t-Pw"
 
@@ -39,7 +38,7 @@ def test_unreachable_mongodb_is_one_short_line_with_the_cause_first():
 def test_a_lost_server_is_reported_in_one_short_line():
     from pymongo.errors import ServerSelectionTimeoutError
 
-    from streamlog.store.mongo import _Outage
+    from streamlog.store.mongo_retry import Outage
 
     store = type("Store", (), {"url": f"mongodb://alice:{SECRET}@db.example:27017/iot", "retry_timeout": 0})()
     driver = ServerSelectionTimeoutError(
@@ -47,7 +46,7 @@ def test_a_lost_server_is_reported_in_one_short_line():
         "Timeout: 30s, Topology Description: <TopologyDescription id: 6b0a, topology_type: Unknown, servers: "
         "[<ServerDescription ('db.example', 27017) server_type: Unknown, rtt: None>]>")
     with pytest.raises(UnreachableError) as caught:
-        _Outage(store).wait(driver)
+        Outage(store).wait(driver)
     message = str(caught.value)
     assert message == ("lost MongoDB at alice:***@db.example:27017 (connection refused) for more than 0 s "
                        "(STREAMLOG_RETRY_TIMEOUT sets the wait)")

@@ -13,11 +13,10 @@ import sys
 from datetime import datetime
 
 import pytest
-
-import streamlog
-
 from helpers import reaped, run_python, wait_until
 from test_cli import LineReader, cli, fails, ok, records, streamlog_process, subprocess_env
+
+import streamlog
 
 
 def csv_rows(text: str) -> list[dict]:

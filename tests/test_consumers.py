@@ -11,11 +11,10 @@ import threading
 import time
 
 import pytest
+from helpers import run_python, wait_until
 
 import streamlog
 from streamlog.emitters import Emit, Emitter, Wait
-
-from helpers import run_python, wait_until
 
 
 def run_in_thread(fn_obj, consumer):
@@ -126,7 +125,7 @@ def test_fixed_windows_by_append_time_emit_every_interval(url):
     s.extend([{"n": 3}, {"n": 4}])
     thread.join(20)
     assert not thread.is_alive() and result["n"] == len(windows) >= 12
-    for prev, cur in zip(windows, windows[1:]):
+    for prev, cur in zip(windows, windows[1:], strict=False):
         assert cur.start == prev.end  # contiguous
     assert all(int(w.start.timestamp() * 1000) % 200 == 0 for w in windows)  # on the epoch grid
     offsets = [o for w in windows for o in w.offsets]
@@ -150,7 +149,7 @@ def test_relaxed_window_drains_everything_pending(url):
     thread, result = run_in_thread(fn, windows.append)
     for batch in range(3):
         s.extend([{"n": 100 + batch}] * (batch + 2))
-        wait_until(lambda: sum(len(w) for w in windows) >= 7 + sum(range(2, batch + 3)), message="drain")
+        wait_until(lambda batch=batch: sum(len(w) for w in windows) >= 7 + sum(range(2, batch + 3)), message="drain")
     fn.stop()
     thread.join(10)
     assert all(len(w) > 0 for w in windows)  # relaxed windows are never empty
@@ -337,7 +336,7 @@ def test_an_idle_blocking_consumer_picks_up_new_items_and_stop_returns_the_count
     thread, result = run_in_thread(fn, lambda w: seen.append(w.data[0]["n"]))
     for i in range(3):
         s.append({"n": i})
-        wait_until(lambda: len(seen) == i + 1, timeout=10, message=f"item {i}")
+        wait_until(lambda i=i: len(seen) == i + 1, timeout=10, message=f"item {i}")
     fn.stop()
     thread.join(10)
     assert not thread.is_alive() and result["n"] == 3 and seen == [0, 1, 2]

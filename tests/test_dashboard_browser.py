@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IN_CI, _forget_client, _free_port
+from helpers import ROOT, reaped, wait_until
 
 import streamlog
 from streamlog.consumers import OnlineKMeans, OnlineLinearRegression
-
-from conftest import IN_CI, _forget_client, _free_port
-from helpers import ROOT, reaped, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -47,7 +46,7 @@ pytestmark = [pytest.mark.timeout(90),
 def _need_browser() -> None:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
     try:
-        import selenium  # noqa: F401
+        import selenium  # noqa: F401 - imported only to check that it is installed
     except ImportError:
         missing.append("the selenium package")
     if missing:
@@ -188,7 +187,7 @@ def screenshot(driver, name: str) -> None:
 def regression_rows(rng, n: int, coef=(2.0, -1.0)) -> list[dict]:
     x = rng.uniform(-1, 1, size=(n, 2))
     y = coef[0] * x[:, 0] + coef[1] * x[:, 1] + 0.5 + rng.normal(scale=0.1, size=n)
-    return [{"x1": a, "x2": b, "y": t} for (a, b), t in zip(x.tolist(), y.tolist())]
+    return [{"x1": a, "x2": b, "y": t} for (a, b), t in zip(x.tolist(), y.tolist(), strict=True)]
 
 
 def learn(url: str, stream: str, model, size: int, group: str = "default") -> int:
@@ -281,7 +280,7 @@ def test_model_chart_gains_a_point_per_committed_window(browser, server, db):
     for n in range(2, windows + 1):  # each committed window → one more point, no reload
         stream.extend(regression_rows(rng, 60, (2.0, -1.0) if n <= windows // 2 else (-1.0, 3.0)))
         learn(db, "ml.sensors", model, 60)
-        wait_for(browser, lambda d: points(d, "coef") == n, f"point {n} on the coefficients chart")
+        wait_for(browser, lambda d, n=n: points(d, "coef") == n, f"point {n} on the coefficients chart")
     wait_for(browser, lambda d: points(d, "error") >= windows - 1, "the error chart's points")
     assert text_of(browser, '[data-testid="model-seq"]') == str(windows)
     assert text_of(browser, '[data-testid="model-n-seen"]') == f"{60 * windows:,}"
@@ -370,7 +369,8 @@ def test_kmeans_model_page_charts_centres_and_counts(browser, server, db):
     def batch(n: int) -> list[dict]:
         moved = means.copy()
         moved[2] += min(n, windows // 2) * np.array([0.25, -0.1, 0.0])  # one cluster drifts
-        pts = np.concatenate([rng.normal(loc=m, scale=0.3, size=(size, 3)) for m, size in zip(moved, (30, 20, 10))])
+        pts = np.concatenate([rng.normal(loc=m, scale=0.3, size=(size, 3))
+                              for m, size in zip(moved, (30, 20, 10), strict=True)])
         rng.shuffle(pts)
         return [{"x": a, "y": b, "z": c} for a, b, c in pts.tolist()]
 
@@ -381,7 +381,7 @@ def test_kmeans_model_page_charts_centres_and_counts(browser, server, db):
     for n in range(2, windows + 1):
         stream.extend(batch(n))
         learn(db, "ml.points", model, 60, group="clusters")
-        wait_for(browser, lambda d: points(d, "centres") == n, f"point {n} on the centres chart")
+        wait_for(browser, lambda d, n=n: points(d, "centres") == n, f"point {n} on the centres chart")
     assert len(css(browser, '[data-testid="centres-table"] tbody tr')) == 3  # one row per centre
     assert script_errors(browser) == []
     screenshot(browser, "kmeans")

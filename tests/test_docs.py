@@ -163,7 +163,8 @@ def test_bridges_mqtt_example(tmp_path):
         with reaped(subprocess.Popen(["bash", "-c", f"exec {bridge}"], cwd=session.dir, env=session.env,
                                      stderr=subprocess.DEVNULL)) as proc:
             # retained, one topic per device: the bridge gets them whenever it subscribes
-            publish(broker, [(f"sensors/d{i}/reading", {"x1": i / 60, "x2": (i % 7) / 7, "y": 2 * i / 60 - (i % 7) / 7 + 0.5})
+            publish(broker, [(f"sensors/d{i}/reading",
+                              {"x1": i / 60, "x2": (i % 7) / 7, "y": 2 * i / 60 - (i % 7) / 7 + 0.5})
                              for i in range(60)], retain=True)
             readings = streamlog.stream("readings", url=session.env["STREAMLOG_URL"])
             wait_until(lambda: len(readings) >= 60, timeout=30, message="60 readings from the bridge")
@@ -204,7 +205,8 @@ def test_serve_examples_against_a_server(tmp_path):
     session = _session("docs/serve.md", tmp_path)
     url = session.env["STREAMLOG_URL"]
     for name in ("sensors", "demo.sensors"):
-        streamlog.stream(name, url=url).extend({"x1": i % 5, "x2": i % 3, "y": 2 * (i % 5) - (i % 3)} for i in range(60))
+        streamlog.stream(name, url=url).extend({"x1": i % 5, "x2": i % 3, "y": 2 * (i % 5) - (i % 3)}
+                                               for i in range(60))
         streamlog.streaming(name, size=60, blocking=False, url=url).apply(
             OnlineLinearRegression(features=["x1", "x2"], target="y"))
     port = str(_free_port())
@@ -218,9 +220,11 @@ def test_serve_examples_against_a_server(tmp_path):
             proc = session.shell(text)
             assert proc.returncode in (0, 28), f"{doc}: {start}\n{proc.stdout}"  # 28: --max-time ended a follow
             assert '"error"' not in proc.stdout, f"{doc}: {start}\n{proc.stdout}"
-            if "follow?start=earliest" in text:  # the events serve.md shows: retry, then one per item with its offset as id
+            # the events serve.md shows: retry, then one per item with its offset as id
+            if "follow?start=earliest" in text:
                 assert proc.stdout.startswith("retry: ") and "\nid: 0\ndata: {" in proc.stdout, proc.stdout
-        for doc, start in [("docs/serve.md", "$ streamlog serve &"), ("docs/cli.md", "$ streamlog serve --port 9000 &")]:
+        for doc, start in [("docs/serve.md", "$ streamlog serve &"),
+                           ("docs/cli.md", "$ streamlog serve --port 9000 &")]:
             for command, shown in commands(_find(doc, start).text):
                 command = re.sub(r"127\.0\.0\.1:(8765|9000)", f"127.0.0.1:{port}", command)
                 if command.startswith("streamlog serve"):  # the server the test started
@@ -256,8 +260,8 @@ def _masked(line: str) -> str:
 def test_example_app_reports_match_the_docs(example, tmp_path):
     """``python examples/run.py NAME`` prints the report docs/apps.md shows (its stable
     parts, line by line in order) and, for sensors, the status table shown there."""
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "run.py"), example], check=False, capture_output=True,
-                          text=True, timeout=100, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "run.py"), example], check=False,
+                          capture_output=True, text=True, timeout=100, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     real = [_masked(line) for line in proc.stdout.splitlines()]
     shown = _find("docs/apps.md", {"sensors": "sensors: 4 stages", "clusters": "kmeans: 900 points"}[example])

@@ -28,7 +28,7 @@ class Log:
 
     def __init__(self, times: list[int] = (), first: int = 0, event: list[int] | None = None):
         self.items = [(first + i, t) for i, t in enumerate(times)]
-        self.event = None if event is None else dict(zip((o for o, _ in self.items), event))
+        self.event = None if event is None else dict(zip((o for o, _ in self.items), event, strict=True))
         self.loads: list[tuple[int, int | None]] = []
 
     def add(self, time: int, event: int | None = None) -> int:

@@ -22,7 +22,6 @@ What must hold (DESIGN.md, "At-least-once, nothing lost"):
 from __future__ import annotations
 
 import pytest
-
 from faultlib import Params, Scenario, ferretdb_or_skip
 
 pytestmark = pytest.mark.timeout(110)

@@ -7,11 +7,10 @@ import threading
 
 import pandas as pd
 import pytest
+from helpers import wait_until
 
 import streamlog
 from streamlog.errors import GroupDeletedError, UnknownGroupError
-
-from helpers import wait_until
 
 
 def _consume(url, name, group="default", size=1, **options):

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -18,7 +17,7 @@ import streamlog
 from streamlog.errors import KeyBusyError
 from streamlog.items import now_ms
 from streamlog.serve import create_app
-from streamlog.store import keylease, mongo
+from streamlog.store import keylease, mongo, mongo_keys
 
 pytestmark = [pytest.mark.mongo, pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
 
@@ -43,21 +42,11 @@ DYING_SERVER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def mongo_url(mongo_server):
-    database = f"t{uuid.uuid4().hex[:12]}"
-    yield f"{mongo_server}/{database}"
-    import pymongo
-
-    client = pymongo.MongoClient(mongo_server, serverSelectionTimeoutMS=2000)
-    client.drop_database(database)
-    client.close()
-
-
 def test_a_retry_takes_over_a_dead_servers_key_within_the_bound_and_stores_each_item_once(mongo_url):
     client = streamlog.connect(mongo_url)
     client.stream("s").extend([{"before": 1}])
-    dead = subprocess.run([sys.executable, "-c", DYING_SERVER, mongo_url], capture_output=True, timeout=120, check=False)
+    dead = subprocess.run([sys.executable, "-c", DYING_SERVER, mongo_url], capture_output=True, timeout=120,
+                          check=False)
     assert dead.returncode == -9, dead.stderr.decode()[-2000:]
     killed = time.monotonic()
     assert [r["data"] for r in client.get("s").read(limit=None)] == [{"before": 1}] + BATCH[:4]
@@ -78,7 +67,7 @@ def test_a_retry_takes_over_a_dead_servers_key_within_the_bound_and_stores_each_
 
 def test_a_live_slow_first_append_keeps_its_key_and_a_retry_replays_it(mongo_url, monkeypatch):
     # a short lease keeps the test short: the rule is the same at 5 s
-    for module in (keylease, mongo):
+    for module in (keylease, mongo_keys):
         monkeypatch.setattr(module, "KEY_LEASE", 1.0)
     monkeypatch.setattr(keylease, "KEY_RENEW_EVERY", 0.2)
     monkeypatch.setattr(keylease, "KEY_MARGIN", 0.4)
@@ -121,7 +110,7 @@ def test_a_live_slow_first_append_keeps_its_key_and_a_retry_replays_it(mongo_url
 def test_an_owner_that_cannot_renew_stops_before_its_lease_lapses(mongo_url, monkeypatch):
     """The fence: renewals fail (the database is unreachable for this owner), so the owner
     stops appending and answers busy; the next retry stores the rest, each item once."""
-    for module in (keylease, mongo):
+    for module in (keylease, mongo_keys):
         monkeypatch.setattr(module, "KEY_LEASE", 1.0)
     monkeypatch.setattr(keylease, "KEY_RENEW_EVERY", 0.2)
     monkeypatch.setattr(keylease, "KEY_MARGIN", 0.4)

@@ -11,8 +11,7 @@ import pytest
 
 import streamlog
 from streamlog.errors import BadItemError
-from streamlog.items import (MAX_DEPTH, MAX_ITEM_BYTES, decode, encode, encode_many, normalize,
-                             normalize_many)
+from streamlog.items import MAX_DEPTH, MAX_ITEM_BYTES, decode, encode, encode_many, normalize, normalize_many
 
 
 def check(items: list) -> list[bytes]:

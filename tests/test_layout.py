@@ -80,5 +80,30 @@ def test_no_import_cycles_between_streamlog_modules():
         if node not in state:
             visit(node)
     # the core layers, top to bottom, exist as separate modules
-    for name in ("streamlog.client", "streamlog.stream", "streamlog.groups", "streamlog.claims", "streamlog.window"):
+    for name in ("streamlog.client", "streamlog.stream", "streamlog.delivery.consumer", "streamlog.delivery.groups",
+                 "streamlog.delivery.cursor", "streamlog.delivery.windows", "streamlog.window"):
         assert name in graph, name
+
+
+def test_nothing_outside_the_cli_imports_the_cli():
+    """The command line is the top layer: no module outside ``streamlog/cli`` imports from
+    it, at module level or inside a function (what they share lives below, e.g.
+    ``streamlog/tables.py``)."""
+    cli = PACKAGE / "cli"
+    offenders = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.is_relative_to(cli):
+            continue
+        found = sorted(m for m in _imports(path) if m == "streamlog.cli" or m.startswith("streamlog.cli."))
+        if found:
+            offenders[_module_name(path)] = found
+    assert offenders == {}
+
+
+#: the longest a module of streamlog may be (lines): one job per module, readable whole
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_over_500_lines():
+    lengths = {_module_name(p): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert {name: n for name, n in lengths.items() if n > MAX_MODULE_LINES} == {}

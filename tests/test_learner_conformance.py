@@ -18,11 +18,10 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import ROOT
 
 from streamlog.consumers import OnlineKMeans, OnlineLinearRegression, PartialFit
-from streamlog.consumers.learners import checks
-
-from helpers import ROOT
+from streamlog.learners import checks
 
 XY = ["x1", "x2"]
 CLASSES = ["down", "up"]
@@ -94,7 +93,7 @@ def rows(n=360, seed=0):
     X = centres[rng.integers(0, 3, n)] + rng.normal(size=(n, 2))
     y = X @ [2.0, -1.0] + 0.5 + rng.normal(scale=0.3, size=n)
     return [{"x1": a, "x2": b, "y": t, "label": CLASSES[t > 0.5], "up": bool(t > 0.5)}
-            for (a, b), t in zip(X.tolist(), y.tolist())]
+            for (a, b), t in zip(X.tolist(), y.tolist(), strict=True)]
 
 
 @pytest.fixture(autouse=True)
@@ -149,7 +148,7 @@ def test_the_checks_catch_what_they_are_for():
         def predict(self, X):
             return np.full(len(X), self.mean_)
 
-    careless = lambda: PartialFit(Careless(), XY, "y")  # noqa: E731
+    careless = lambda: PartialFit(Careless(), XY, "y")  # noqa: E731 - a one-line helper local to this test
     with pytest.raises(AssertionError, match="global random"):
         checks.check_global_random_state(careless, rows())
     with pytest.raises(AssertionError, match="states differ"):

@@ -22,9 +22,9 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 import streamlog
 from streamlog.consumers import PartialFit
-from streamlog.consumers.learners.state_decode import decode
-from streamlog.consumers.learners.state_format import UnsupportedState
 from streamlog.errors import ConsumerError
+from streamlog.learners.state_decode import decode
+from streamlog.learners.state_format import UnsupportedState
 
 CALLS: list = []
 
@@ -65,7 +65,7 @@ def rows(n=120, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 2))
     y = X @ [2.0, -1.0] + 0.5
-    return [{"x1": a, "x2": b, "y": t} for (a, b), t in zip(X.tolist(), y.tolist())]
+    return [{"x1": a, "x2": b, "y": t} for (a, b), t in zip(X.tolist(), y.tolist(), strict=True)]
 
 
 def trained_state():

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_learners import FEATURES, MemoryStream, lstsq, regression_rows, windows_of
 
 import streamlog
 from streamlog.consumers import OnlineKMeans, OnlineLinearRegression
 from streamlog.window import Window
-
-from test_learners import FEATURES, MemoryStream, lstsq, regression_rows, windows_of
 
 
 class SinkFailsOnce:

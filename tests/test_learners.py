@@ -8,13 +8,12 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import run_python
 
 import streamlog
 from streamlog.consumers import OnlineKMeans, OnlineLinearRegression, PartialFit
 from streamlog.errors import ConsumerError, MissingFieldError
 from streamlog.window import Window
-
-from helpers import run_python
 
 FEATURES = ["x1", "x2"]
 
@@ -23,7 +22,7 @@ def regression_rows(n, coef=(2.0, -1.0), intercept=0.5, noise=0.1, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, len(coef)))
     y = X @ np.asarray(coef) + intercept + rng.normal(scale=noise, size=n)
-    return [{"x1": a, "x2": b, "y": t} for (a, b), t in zip(X.tolist(), y.tolist())]
+    return [{"x1": a, "x2": b, "y": t} for (a, b), t in zip(X.tolist(), y.tolist(), strict=True)]
 
 
 def arrays(rows):
@@ -94,7 +93,7 @@ def test_regression_equals_batch_least_squares_after_every_window(fit_intercept)
     model = OnlineLinearRegression(FEATURES, "y", fit_intercept=fit_intercept)
     # uneven windows, starting with one item: rank-deficient at first (minimum-norm solution)
     bounds = [0, 1, 3, 60, 61, 200, 260, 380, 500]
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
         model.learn(rows[lo:hi])
         expected = lstsq(rows[:hi], fit_intercept)
         got = np.r_[model.coef_, model.intercept_] if fit_intercept else model.coef_
@@ -112,7 +111,7 @@ def test_regression_is_stable_on_ill_conditioned_data():
     x1 = rng.normal(size=600)
     x2 = x1 + 1e-7 * rng.normal(size=600)
     y = 3 * x1 - 2 * x2 + 1e-9 * rng.normal(size=600)
-    rows = [{"x1": a, "x2": b, "y": t} for a, b, t in zip(x1, x2, y)]
+    rows = [{"x1": a, "x2": b, "y": t} for a, b, t in zip(x1, x2, y, strict=True)]
     model = OnlineLinearRegression(FEATURES, "y", fit_intercept=False)
     for lo in range(0, 600, 60):
         model.learn(rows[lo:lo + 60])
@@ -191,7 +190,7 @@ def date_rows(n=200, seed=48):
     level = 40 + rng.normal(scale=0.5, size=n)
     level[1] = level[0] + 0.002
     y = 0.5 * level + 0.01 * (days - days[0]) + 20 + rng.normal(scale=0.5, size=n)
-    return [{"day": d, "level": a, "y": t} for d, a, t in zip(days.tolist(), level.tolist(), y.tolist())]
+    return [{"day": d, "level": a, "y": t} for d, a, t in zip(days.tolist(), level.tolist(), y.tolist(), strict=True)]
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5])
@@ -269,7 +268,7 @@ def unfitted_learners():
 def test_unfitted_learners_raise_not_fitted_error(index):
     from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-    from streamlog.consumers.learners.base import NotFittedError
+    from streamlog.learners.base import NotFittedError
 
     model = unfitted_learners()[index]
     rows = regression_rows(10, seed=21)
@@ -373,7 +372,7 @@ def cluster_rows(n, centers=TRUE_CENTERS, seed=0):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, len(centers), n)
     points = centers[labels] + rng.normal(size=(n, centers.shape[1]))
-    return [dict(zip(("a", "b", "c"), p)) for p in points.tolist()], labels
+    return [dict(zip(("a", "b", "c"), p, strict=True)) for p in points.tolist()], labels
 
 
 def test_kmeans_recovers_three_gaussian_clusters():
@@ -755,7 +754,7 @@ def test_partial_fit_checkpoints_round_trip_on_both_backends(url):
     from river import cluster
     from sklearn.cluster import MiniBatchKMeans
 
-    from streamlog.consumers.learners.state_encode import encode
+    from streamlog.learners.state_encode import encode
 
     stream = streamlog.stream("points", url=url)
     rows, _ = cluster_rows(180, seed=6)
@@ -852,5 +851,5 @@ def test_learners_are_exported():
     from streamlog.consumers import Learner
 
     assert issubclass(OnlineLinearRegression, Learner)
-    assert sys.modules["streamlog.consumers.learners"].__all__ == [
+    assert sys.modules["streamlog.learners"].__all__ == [
         "Learner", "OnlineLinearRegression", "OnlineKMeans", "PartialFit"]

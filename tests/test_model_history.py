@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import _forget_client
 
 import streamlog
-import streamlog.store.mongo
+import streamlog.store.mongo_models
 import streamlog.store.sqlite
 from streamlog.consumers import OnlineKMeans, OnlineLinearRegression
 from streamlog.serve import app as create_app
 from streamlog.store.base import KEEP_MODEL_VERSIONS
-
-from conftest import _forget_client
 
 
 def labelled(n: int, seed: int = 0) -> list[dict]:
@@ -47,7 +46,7 @@ def test_every_window_learned_leaves_a_point_and_the_history_survives_a_restart(
 
 
 def test_full_states_keep_the_last_few_and_points_the_last_n_windows(url, monkeypatch):
-    for module in (streamlog.store.sqlite, streamlog.store.mongo):
+    for module in (streamlog.store.sqlite, streamlog.store.mongo_models):
         monkeypatch.setattr(module, "KEEP_MODEL_HISTORY", 10)
     stream = streamlog.connect(url).stream("s")
     store = stream.store

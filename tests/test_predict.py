@@ -8,13 +8,12 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import wait_until
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 
 import streamlog
 from streamlog.consumers import OnlineKMeans, OnlineLinearRegression, PartialFit, Predictor, load_latest
-from streamlog.consumers.predict import latest_version
-
-from helpers import wait_until
+from streamlog.learners.checkpoints import latest_version
 
 WAITING = "waiting for a first checkpoint of model"
 
@@ -172,7 +171,7 @@ def test_partial_fit_regressor_from_the_allow_list_and_a_classifier_from_a_templ
     assert all(set(p["proba"]) == {"down", "up"} and abs(sum(p["proba"].values()) - 1) < 1e-9 for p in out)
     assert template.n_seen_ == 0  # the template itself is left alone
     truth = ["up" if 2 * r["x1"] - r["x2"] + 0.5 > 0.5 else "down" for r in rows(20, seed=5)]
-    assert sum(p["prediction"] == t for p, t in zip(out, truth)) >= 16
+    assert sum(p["prediction"] == t for p, t in zip(out, truth, strict=False)) >= 16
 
 
 def test_bad_rows_fail_their_window_with_a_clear_error(url):

@@ -11,16 +11,15 @@ import threading
 import time
 
 import pytest
+from helpers import wait_until
 from pymongo.errors import AutoReconnect
 
 import streamlog
-from streamlog.claims import Cursor
-from streamlog.groups import ensure_group
+from streamlog.delivery.cursor import Cursor
+from streamlog.delivery.groups import ensure_group
 from streamlog.emitters import CountWindow
 from streamlog.items import MAX_ITEM_BYTES, now_ms
 from streamlog.names import MAX_LENGTH, check_name, dead_letter_stream
-
-from helpers import wait_until
 
 
 def _drain(url: str, name: str, group: str = "default") -> list[int]:
@@ -194,7 +193,7 @@ def test_failed_windows_are_retried_with_exponential_backoff(url):
     consumer = streamlog.streaming("backoff", size=1, max_retries=3, retry_delay=0.1, blocking=False, url=url)
     assert consumer.apply(consume) == 0
     assert len(attempts) == 4
-    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
     for k, gap in enumerate(gaps):  # 0.1 · 2^k, jittered by × 0.5–1
         assert gap >= 0.1 * 2 ** k * 0.5, gaps
     assert consumer.consumer.dead_lettered == 1 and consumer.consumer.dead_windows == 1

@@ -12,13 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import reaped, wait_until
+from test_cli import LineReader, fails, streamlog_process, subprocess_env
 
 import streamlog
 from streamlog.errors import ConsumerError
-from streamlog.targets import load_decorated, load_target
-
-from helpers import reaped, wait_until
-from test_cli import LineReader, fails, streamlog_process, subprocess_env
+from streamlog.loading import load_callable, load_decorated
 
 DECORATED = '''
 import json
@@ -126,7 +125,7 @@ def test_loading_a_decorated_function_does_not_consume(url, jobs, monkeypatch):
     path = str(jobs / "decorated_mod.py")
     target = load_decorated(path + ":consume")
     assert target.name == "sensors" and target.options["size"] == 4 and target.options["group"] == "deco"
-    plain = load_target(path + ":gated")
+    plain = load_callable(path + ":gated")
     assert plain.__name__ == "gated" and not hasattr(plain, "options")
     assert streamlog.connect(url).get("sensors").info()["pending"] == {"default": 8}  # nothing consumed
     target.fn(type("W", (), {"offsets": [7]})())  # the function itself is intact

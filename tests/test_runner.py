@@ -12,13 +12,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, reaped, wait_until
+from test_cli import fails, streamlog_process, subprocess_env
 
 import streamlog
 from streamlog.apps import SpecError, load_app
 from streamlog.apps.spec import Lines
-
-from helpers import ROOT, reaped, wait_until
-from test_cli import fails, streamlog_process, subprocess_env
 
 # -- the pipeline file ----------------------------------------------------------------------
 
@@ -65,9 +64,9 @@ def test_a_valid_file_gives_every_stage_with_its_options(tmp_path):
     assert list(app.stages) == ["sensors", "trainer", "predictor", "alert"]
     assert app.url == f"sqlite:///{tmp_path / 'pipeline.db'}"  # relative to the file, not the cwd
     sensors, trainer, predictor, alert = app.stages.values()
-    assert sensors.kind == "command" and sensors.target == ["python", "sensors.py"] and sensors.group is None
+    assert sensors.kind == "command" and sensors.runs == ["python", "sensors.py"] and sensors.group is None
     assert trainer.window == {"size": 60} and trainer.group == "trainer"
-    assert predictor.target == {"stream": "labelled", "group": "trainer", "model": "regression"}
+    assert predictor.runs == {"stream": "labelled", "group": "trainer", "model": "regression"}
     assert predictor.options == {"sink": "predictions"} and predictor.window == {"size": 20, "timeout": 0.5}
     assert alert.replicas == 2 and alert.group == "alert"  # replicas share the stage's group
     assert [s.name for s in app.select(["alert", "trainer"])] == ["trainer", "alert"]

@@ -442,7 +442,8 @@ def test_the_highest_resumable_last_event_id_is_accepted(api, url, monkeypatch):
 @pytest.mark.parametrize("params, message", [
     ({"start": "1_0"}, "start must be an offset (decimal digits), not '1_0'"),
     ({"start": " 5"}, "start must be an offset (decimal digits), not ' 5'"),
-    ({"start": "9223372036854775808"}, "start 9223372036854775808 is out of range: it must be below 9223372036854775808"),
+    ({"start": "9223372036854775808"},
+     "start 9223372036854775808 is out of range: it must be below 9223372036854775808"),
     ({"limit": "1_0"}, "limit must be a count (decimal digits), not '1_0'"),
     ({"limit": "10001"}, "limit 10001 is out of range: at most 10000"),
     ({"end": "5.0"}, "end must be an offset (decimal digits), not '5.0'"),

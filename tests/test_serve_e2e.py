@@ -18,12 +18,11 @@ from contextlib import contextmanager
 import httpx
 import numpy as np
 import pytest
+from helpers import ROOT, reaped, run_python
 from prometheus_client.parser import text_string_to_metric_families
 
 import streamlog
 from streamlog.consumers import OnlineLinearRegression
-
-from helpers import ROOT, reaped, run_python
 
 START_TIMEOUT = 30.0
 

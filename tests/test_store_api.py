@@ -370,7 +370,8 @@ def test_expired_lists_open_attempts_past_their_lease_lowest_seq_first(store):
     store.commit(claim(seq=6, lease=10))  # closed: never expired
     store.claim(claim(group="h", seq=1, lease=10))  # another group
     assert keys(store.expired("s", "g", 100)) == [("s", "g", 3, 2)]
-    assert keys(store.expired("s", "g", 301)) == [("s", "g", 1, 1), ("s", "g", 3, 2), ("s", "g", 4, 1), ("s", "g", 5, 1)]
+    assert keys(store.expired("s", "g", 301)) == [
+        ("s", "g", 1, 1), ("s", "g", 3, 2), ("s", "g", 4, 1), ("s", "g", 5, 1)]
     assert keys(store.expired("s", "g", 1_000)) == [
         ("s", "g", 1, 1), ("s", "g", 3, 1), ("s", "g", 3, 2), ("s", "g", 4, 1), ("s", "g", 5, 1)]
     assert keys(store.expired("s", "g", 1_000, limit=2)) == [("s", "g", 1, 1), ("s", "g", 3, 1)]

@@ -13,15 +13,14 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from helpers import run_python, wait_until
 
 import streamlog
-from streamlog.claims import Cursor
-from streamlog.groups import ensure_group
+from streamlog.delivery.cursor import Cursor
+from streamlog.delivery.groups import ensure_group
 from streamlog.emitters import CountWindow
 from streamlog.items import now_ms
 from streamlog.store.base import ACTIVE, Claim
-
-from helpers import run_python, wait_until
 
 UTC = timezone.utc
 
@@ -155,8 +154,8 @@ def test_four_concurrent_producer_processes_get_unique_gapless_offsets(url):
 
 def _claim(s, group, seq, attempt, lo, hi, lease_ms=60_000, owner="me"):
     now = now_ms()
-    return Claim(s.name, group, seq, attempt, lo, hi, hi - lo + 1, owner=owner, lease=now + lease_ms,
-                 state=ACTIVE, created=now)
+    return Claim(stream=s.name, group=group, seq=seq, attempt=attempt, lo=lo, hi=hi, count=hi - lo + 1, owner=owner,
+                 lease=now + lease_ms, state=ACTIVE, created=now)
 
 
 def test_a_claim_key_can_be_inserted_once(url):

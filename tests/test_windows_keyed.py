@@ -1,7 +1,7 @@
 """Keyed windows (``key="device"``): one window sequence per key value, with the boundary
 rules of the unkeyed window kinds applied to each key's items alone.
 
-Cursor-level tests drive :class:`~streamlog.keyed.KeyedCursor` with an integer clock
+Cursor-level tests drive :class:`~streamlog.delivery.keyed.KeyedCursor` with an integer clock
 (items appended at chosen times, ``now`` given to every call) on the embedded backend;
 the end-to-end tests run ``streaming(..., key=...)`` on both backends."""
 
@@ -11,20 +11,20 @@ import threading
 from collections import Counter
 
 import pytest
+from helpers import wait_until
 
 import streamlog
-import streamlog.keyed as keyed
-from streamlog.claims import Waiting
+import streamlog.delivery.keyed as keyed
+from streamlog.delivery.cursor import Waiting
+from streamlog.delivery.groups import ensure_group
+from streamlog.delivery.keyed import KeyedCursor
+from streamlog.delivery.keys import NonEmpty, key_chain_name, key_token
 from streamlog.emitters import CountWindow, FixedTimeWindow, SessionWindow, SlidingCountWindow
 from streamlog.emitters.base import Emit, Pending, Wait
 from streamlog.errors import BadNameError, ConsumerError, GroupDeletedError
-from streamlog.groups import ensure_group, key_chain_name
 from streamlog.items import now_ms
-from streamlog.keyed import KeyedCursor, NonEmpty, key_token
 from streamlog.names import check_name
 from streamlog.store.base import Batch
-
-from helpers import wait_until
 
 S = 1000  # ms
 

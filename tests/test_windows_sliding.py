@@ -17,16 +17,15 @@ import subprocess
 import textwrap
 
 import pytest
+from helpers import reaped, run_python, wait_until
 
 import streamlog
-from streamlog.claims import Claimed, read_history
 from streamlog.consumers.streaming import StreamingFunction
-from streamlog.emitters import (Emit, Lookback, Pending, SessionWindow, SlidingCountWindow, SlidingTimeWindow,
-                                Wait)
+from streamlog.delivery.history import read_history
+from streamlog.delivery.windows import Claimed
+from streamlog.emitters import Emit, Lookback, Pending, SessionWindow, SlidingCountWindow, SlidingTimeWindow, Wait
 from streamlog.errors import ConsumerError
 from streamlog.store.base import ACTIVE, Batch, Claim
-
-from helpers import reaped, run_python, wait_until
 
 
 class Log:
@@ -56,7 +55,7 @@ class Log:
 
 
 class Driver:
-    """Claims windows like :class:`streamlog.claims.Cursor`, minus the store: each Emit
+    """Claims windows like :class:`streamlog.delivery.cursor.Cursor`, minus the store: each Emit
     becomes the next claim of the chain, whose delivered windows are recorded."""
 
     def __init__(self, emitter, log: Log, start: int = 0, event_time: bool = False):
@@ -92,8 +91,10 @@ class Driver:
                     break
                 self.seq += 1
                 hi = self.after + decision.count
-                claim = Claim("s", "g", self.seq, 1, self.after + 1, hi, decision.count, decision.start,
-                              decision.end, decision.windows, "me", now + 1000, ACTIVE, None, now)
+                claim = Claim(stream="s", group="g", seq=self.seq, attempt=1, lo=self.after + 1, hi=hi,
+                              count=decision.count, start=decision.start, end=decision.end,
+                              windows=decision.windows, owner="me", lease=now + 1000, state=ACTIVE, error=None,
+                              created=now)
                 self.after, self.previous_end = hi, decision.end
                 claimed = self.claimed(claim)
                 self.claims.append(claimed)
@@ -166,8 +167,10 @@ def test_sliding_count_options_are_checked():
         with pytest.raises(ConsumerError):
             SlidingCountWindow(size, step)
     assert SlidingCountWindow(3).step == 1
-    assert SlidingCountWindow(4, 4).lookback(Claim("s", "g", 1, 1, 0, 3, 4)) is None
-    assert SlidingCountWindow(4, 2).lookback(Claim("s", "g", 2, 1, 2, 3, 2)) == Lookback(first=0)
+    assert SlidingCountWindow(4, 4).lookback(Claim(stream="s", group="g", seq=1, attempt=1, lo=0, hi=3,
+                                                           count=4)) is None
+    assert SlidingCountWindow(4, 2).lookback(Claim(stream="s", group="g", seq=2, attempt=1, lo=2, hi=3,
+                                                           count=2)) == Lookback(first=0)
 
 
 # -- SlidingTimeWindow ---------------------------------------------------------------------------
@@ -291,7 +294,7 @@ def test_sessions_close_on_a_gap_between_items_or_after_gap_without_one():
     log = Log()
     log.add(0, 500, 1000, 3000, 4500)   # 3000 - 1000 = gap: a new session
     w = SessionWindow(gap=2)
-    p = lambda after: Pending(after, None, lambda s, n: log.read(s, None, n))  # noqa: E731
+    p = lambda after: Pending(after, None, lambda s, n: log.read(s, None, n))  # noqa: E731 - a one-line helper local to this test
     assert w.select(p(-1), 1000) == Emit(3, 0, 3000)        # closed by the data: bounds [first, last + gap)
     assert w.select(p(2), 6499) == Wait(until=6500, pending=3)  # open: until gap after its last append
     assert w.select(p(2), 6500) == Emit(2, 3000, 6500)
@@ -443,7 +446,7 @@ def test_a_sliding_window_redelivered_after_sigkill_is_the_same(url, tmp_path, k
     options = dict(size=4, step=2) if kind == "count" else dict(interval=3, every=1, grace=0, time_field="ts")
     fn = streamlog.streaming("crash", lease=1.0, blocking=False, url=url, **options)
     # later windows may come first (the lease of #3 is still live for up to a second)
-    redelivered = lambda: fn.apply(windows.append) >= 0 and [w for w in windows if w.seq == 3]  # noqa: E731
+    redelivered = lambda: fn.apply(windows.append) >= 0 and [w for w in windows if w.seq == 3]  # noqa: E731 - a one-line helper local to this test
     (again,) = wait_until(redelivered, timeout=30, message="the redelivery of window #3")
     assert again.attempt == 2
     assert (again.offsets, again.history, again.data) == (hung["offsets"], hung["history"], hung["data"])

@@ -7,14 +7,13 @@ import threading
 import time
 
 import pytest
+from helpers import wait_until
 from typer.testing import CliRunner
 
 import streamlog
 from streamlog.cli import app
 from streamlog.consumers import Consumer, OnlineLinearRegression
 from streamlog.emitters import CountWindow
-
-from helpers import wait_until
 
 
 class Recorder:

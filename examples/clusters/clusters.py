@@ -26,13 +26,14 @@ def produce() -> None:
     for _ in range(BATCHES):
         labels = rng.integers(0, len(CENTRES), size=SIZE)
         xyz = CENTRES[labels] + rng.normal(scale=SPREAD, size=(SIZE, 3))
-        points.extend([{"x": a, "y": b, "z": c, "label": int(k)} for (a, b, c), k in zip(xyz.tolist(), labels)])
+        points.extend([{"x": a, "y": b, "z": c, "label": int(k)}
+                       for (a, b, c), k in zip(xyz.tolist(), labels, strict=True)])
         time.sleep(PAUSE)
     print(f"appended {BATCHES * SIZE} points from {len(CENTRES)} clusters")
 
 
 def report(url: str) -> list[str]:
-    from streamlog.consumers.predict import load_latest
+    from streamlog.learners.checkpoints import load_latest
 
     client = streamlog.connect(url)
     loaded = load_latest(client, "points", "kmeans", "OnlineKMeans")
@@ -43,7 +44,7 @@ def report(url: str) -> list[str]:
     error = float(np.abs(centres[list(order)] - CENTRES).max())
     lines = [f"kmeans: {client.get('points').info()['length']} points learned in {loaded.seq} windows; "
              f"centres within {error:.2f} of the truth:"]
-    for true, learned in zip(CENTRES, centres[list(order)]):
+    for true, learned in zip(CENTRES, centres[list(order)], strict=True):
         lines.append(f"        truth ({', '.join(f'{v:+.1f}' for v in true)})  "
                      f"learned ({', '.join(f'{v:+.2f}' for v in learned)})")
     assignments = [a["data"] for a in client.get("assignments").read(0, None)]

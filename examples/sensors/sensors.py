@@ -41,11 +41,12 @@ def produce() -> None:
         if batch < LABELLED_BATCHES:
             x = rng.uniform(-1, 1, size=(LABELLED_SIZE, 2))
             y = truth(x) + rng.normal(scale=NOISE, size=LABELLED_SIZE)
-            labelled.extend([{"x1": a, "x2": b, "y": t} for (a, b), t in zip(x.tolist(), y.tolist())])
+            labelled.extend([{"x1": a, "x2": b, "y": t} for (a, b), t in zip(x.tolist(), y.tolist(), strict=True)])
         if batch < LIVE_BATCHES:
             x = rng.uniform(-1, 1, size=(LIVE_SIZE, 2))
             reading = truth(x) + rng.normal(scale=NOISE, size=LIVE_SIZE) + (DRIFT if batch >= LIVE_BATCHES // 2 else 0)
-            live.extend([{"x1": a, "x2": b, "reading": r} for (a, b), r in zip(x.tolist(), reading.tolist())])
+            live.extend([{"x1": a, "x2": b, "reading": r}
+                         for (a, b), r in zip(x.tolist(), reading.tolist(), strict=True)])
         time.sleep(PAUSE)
     print(f"appended {LABELLED_BATCHES * LABELLED_SIZE} labelled and {LIVE_BATCHES * LIVE_SIZE} live readings "
           f"(drift of {DRIFT:+} from live offset {drift_offset()})")
@@ -66,7 +67,7 @@ def alert(window):
 
 def report(url: str) -> list[str]:
     """What each stage did, from the streams and the model's last checkpoint."""
-    from streamlog.consumers.predict import load_latest
+    from streamlog.learners.checkpoints import load_latest
 
     client = streamlog.connect(url)
     lines = []

@@ -86,7 +86,7 @@ def stop_process(proc, timeout: float = 5.0) -> None:
         proc.kill()
     try:
         proc.wait(timeout) if hasattr(proc, "wait") else proc.join(timeout)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any failure is reported and the run goes on
         pass
 
 

@@ -179,7 +179,7 @@ def roundtrips(url: str, sizes: list[int], batches: int, seed: int, result_q) ->
         group = f"g{size}"
         stream.group(group, start="latest")
         per_extend, extend_names, extend_ms = [], [], []
-        for b in range(batches):
+        for _b in range(batches):
             items = make_items(100, seed, filled)
             n0 = listener.n
             t = time.perf_counter()
@@ -190,18 +190,18 @@ def roundtrips(url: str, sizes: list[int], batches: int, seed: int, result_q) ->
             filled += 100
         marks: list[tuple[int, float]] = []
 
-        def fn(window):
+        def fn(window, marks=marks):
             marks.append((listener.n, time.perf_counter()))
 
         n_start = listener.n
         t_start = time.perf_counter()
         windows = streamlog.streaming("rt", size=100, group=group, url=url, blocking=False).apply(fn)
         seconds = time.perf_counter() - t_start
-        window_names = [listener.names[a[0]:b[0]] for a, b in zip(marks, marks[1:])]
+        window_names = [listener.names[a[0]:b[0]] for a, b in zip(marks, marks[1:], strict=False)]
         per_window_all = [len(names) for names in window_names]
         per_window = [sum(1 for d in names if not _timer_driven(d)) for names in window_names]
         timer_scans = sum(1 for d in listener.names[n_start:] if _timer_driven(d))
-        window_ms = [(b[1] - a[1]) * 1000 for a, b in zip(marks, marks[1:])]
+        window_ms = [(b[1] - a[1]) * 1000 for a, b in zip(marks, marks[1:], strict=False)]
         typical = [d for d in (window_names[len(window_names) // 2] if window_names else []) if not _timer_driven(d)]
         out.append({
             "size": size, "windows": windows, "seconds": seconds,

@@ -180,7 +180,7 @@ def _drop(stream) -> None:
         return
     try:
         stream.drop()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any failure is reported and the run goes on
         pass
 
 
@@ -361,7 +361,8 @@ def bench_latency(backend: Backend, reps: int, n: int, log, poll: float | None =
                 stream.append({"i": i, "t": time.time()})
             lat = [x * 1000 for x in _get(result_q, [proc], 60, "latency")]
             runs.append({"p50": percentile(lat, 50), "p99": percentile(lat, 99), "max": max(lat), "n": len(lat)})
-            log(f"  {backend.kind} latency{_poll(poll)} rep {rep + 1}: p50 {runs[-1]['p50']:.2f} ms, p99 {runs[-1]['p99']:.2f} ms")
+            log(f"  {backend.kind} latency{_poll(poll)} rep {rep + 1}: p50 {runs[-1]['p50']:.2f} ms, "
+                f"p99 {runs[-1]['p99']:.2f} ms")
         except (queue.Empty, RuntimeError) as exc:
             runs.append({"p50": None, "p99": None, "error": str(exc) or "timeout"})
             log(f"  {backend.kind} latency rep {rep + 1}: FAILED ({exc or 'timeout'})")
@@ -456,8 +457,8 @@ def bench_growth(backend: SQLiteBackend, reps: int, sizes: list[int], batches: i
                 batch_ms.append((time.perf_counter() - t) * 1000)
             marks: list[float] = []
             windows = streamlog.streaming("growth", size=100, group=group, url=url, blocking=False).apply(
-                lambda window: marks.append(time.perf_counter()))
-            window_ms = [(b - a) * 1000 for a, b in zip(marks, marks[1:])]
+                lambda window, marks=marks: marks.append(time.perf_counter()))
+            window_ms = [(b - a) * 1000 for a, b in zip(marks, marks[1:], strict=False)]
             runs[size].append({"length": length, "batch_ms": median(batch_ms), "window_ms": median(window_ms),
                                "windows": windows})
             log(f"  growth {length:>9,} items, rep {rep + 1}: extend(100) {runs[size][-1]['batch_ms']:.3f} ms/batch, "
@@ -522,6 +523,7 @@ def bench_memory(backend: SQLiteBackend, total: int, seed: int, timeout: float, 
         proc.join(10)
         stop_process(proc)
     for s in out["samples"]:
-        log(f"  memory after {s['items']:>9,} items: RSS {s['rss'] / 2**20:7.1f} MiB (peak {s['peak'] / 2**20:.1f} MiB)")
+        log(f"  memory after {s['items']:>9,} items: RSS {s['rss'] / 2**20:7.1f} MiB "
+            f"(peak {s['peak'] / 2**20:.1f} MiB)")
     log(f"  memory: {out['items']:,} items in {out['seconds']:.1f} s ({out['items'] / out['seconds']:,.0f} items/s)")
     return out

@@ -1,9 +1,12 @@
 """Streaming applications: a pipeline file of stages, run and supervised by ``streamlog up``.
 
 Modules: :mod:`.spec` (the file: parse and validate, errors naming the line),
-:mod:`.runner` (the supervisor: processes, restarts, graceful stop, idle detection),
-:mod:`.stage` (one consumer stage replica, the child process), :mod:`.status` (the
-status table). See ``docs/apps.md``.
+:mod:`.runner` (the supervisor: restarts, graceful stop, idle detection), :mod:`.replica`
+(one stage replica: its state, its process, its reports), :mod:`.pipes` (the children's
+pipes, read line by line), :mod:`.pending` (pending counts, read in a thread),
+:mod:`.guardian` (ends the children should the runner die), :mod:`.stage` (one consumer
+stage replica, the child process), :mod:`.status` (the status table). See
+``docs/apps.md``.
 
 ::
 

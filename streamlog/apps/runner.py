@@ -3,8 +3,8 @@ crash with backoff, stopped gracefully on SIGTERM/Ctrl-C, with a live status tab
 
 Guarantees and rules:
 
-* **Processes.** Each replica of a consumer stage is ``python -m streamlog.apps.stage``
-  (:mod:`.stage`); a command stage is its program (``python`` as the first word means
+* **Processes** (:mod:`.replica`). Each replica of a consumer stage is
+  ``python -m streamlog.apps.stage`` (:mod:`.stage`); a command stage is its program (``python`` as the first word means
   this interpreter), run in the pipeline file's directory with ``STREAMLOG_URL`` set.
   Replicas of a stage share its consumer group, so they split its windows (scale-out);
   the same holds for replicas started by ``streamlog up app.toml --stage NAME`` on
@@ -24,36 +24,37 @@ Guarantees and rules:
   which exits 1 naming the stage and its last error. A command that exits 0 is finished.
   A stage that cannot start as configured (exit :data:`~.stage.EXIT_CONFIG`) stops the
   app at once (exit 2): restarting would not help.
-* **Stopping.** SIGTERM or SIGINT (Ctrl-C) → SIGTERM to every child's group: consumers finish
-  and commit their current window and exit. After ``stop_timeout`` seconds (or a second
-  Ctrl-C) the stragglers are killed with SIGKILL — their windows are redelivered
-  (their leases run out), so nothing is lost either way. Exit 0.
+* **Stopping** (:func:`streamlog.stopping.graceful_stop`). SIGTERM or SIGINT (Ctrl-C) →
+  SIGTERM to every child's group: consumers finish and commit their current window and
+  exit. After ``stop_timeout`` seconds (or a second Ctrl-C) the stragglers are killed
+  with SIGKILL — their windows are redelivered (their leases run out), so nothing is
+  lost either way. Exit 0.
 * **Until idle.** With ``until_idle=S`` the app also stops by itself once every command
   stage has finished and no consumer stage had an item pending for S seconds.
-* **Status.** Children report their counters on a pipe every 0.5 s; the runner reads
-  each stage's pending count from the database once a second (in a thread of its own,
-  so a slow database never delays supervision). Their output (stdout and stderr) is
-  forwarded line by line to the runner's stderr as ``stage | line``.
+* **Status.** Children report their counters on a pipe every 0.5 s (:mod:`.pipes`); the
+  runner reads each stage's pending count from the database once a second (in a thread
+  of its own, :mod:`.pending`, so a slow database never delays supervision). Their
+  output (stdout and stderr) is forwarded line by line to the runner's stderr as
+  ``stage | line``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import selectors
 import signal
 import sys
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from ..config import mask_url, parse_url, resolve_url
+from ..config import parse_url, resolve_url
+from ..stopping import graceful_stop
+from ..tables import is_terminal
 from .guardian import Guardian, group_alive, signal_group
-from .spec import AppSpec, Stage
-from .stage import EXIT_CONFIG, FD_VARIABLE
+from .pending import PendingWatcher
+from .pipes import ChildPipes
+from .replica import Replica, exit_text
+from .spec import AppSpec
+from .stage import EXIT_CONFIG
 from .status import Row, rich_table, text_table
 
 #: exit codes of :meth:`Runner.run`
@@ -69,96 +70,10 @@ def absolute_url(url: str | None) -> str:
     ``sqlite:///`` path made absolute, so command stages running in another directory
     open the same file."""
     resolved = resolve_url(url)
-    target = parse_url(resolved)
-    if target.kind == "sqlite" and not target.path.is_absolute():
-        return f"sqlite:///{target.path.resolve()}"
+    location = parse_url(resolved)
+    if location.kind == "sqlite" and location.path is not None and not location.path.is_absolute():
+        return f"sqlite:///{location.path.resolve()}"
     return resolved
-
-
-def _exit_text(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-@dataclass
-class Replica:
-    """One process of a stage, across its restarts."""
-
-    stage: Stage
-    index: int
-    label: str
-    url: str
-    proc: object = None  # subprocess.Popen while running
-    state: str = "waiting"  # waiting, running, backoff, finished, stopping, stopped, failed
-    restarts: int = 0
-    crashes: deque = field(default_factory=deque)
-    error: str | None = None
-    run_error: str | None = None  # reported by the current process
-    next_start: float = 0.0
-    reported: bool = False  # the current process has reported at least once
-    fatal: bool = False
-    stop_sent: bool = False
-    done: dict = field(default_factory=lambda: {"windows": 0, "items": 0, "out": 0})  # earlier processes
-    now: dict = field(default_factory=lambda: {"windows": 0, "items": 0, "out": 0})  # the current one
-    rate: float | None = None
-    mark: tuple[float, int] = (0.0, 0)
-    pipes: dict = field(default_factory=dict)  # fd -> (kind, partial line)
-
-    def total(self, key: str) -> int:
-        return self.done[key] + self.now[key]
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None
-
-
-class PendingWatcher:
-    """Reads each consumer stage's pending count (items its group has not processed) in a
-    background thread. ``value(stage)`` → ``(pending or None, time the read started)``."""
-
-    def __init__(self, stages: Sequence[tuple[str, str, str, str]], every: float):
-        self.stages = stages  # (stage, url, stream, group)
-        self.every = every
-        self.values: dict[str, tuple[int | None, float]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="streamlog-pending", daemon=True)
-
-    def start(self) -> None:
-        if self.stages:
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def value(self, stage: str) -> tuple[int | None, float]:
-        return self.values.get(stage, (None, 0.0))
-
-    def _loop(self) -> None:
-        while True:
-            for stage, url, stream, group in self.stages:
-                started = time.monotonic()
-                self.values[stage] = (self._pending(url, stream, group), started)
-            if self._stop.wait(self.every):
-                return
-
-    @staticmethod
-    def _pending(url: str, stream_name: str, group_name: str) -> int | None:
-        from ..client import connect
-        from ..groups import find_group, group_state
-
-        try:
-            client = connect(url)
-            if client.store.get_stream(stream_name) is None:
-                return None
-            stream = client.get(stream_name)
-            group = find_group(stream, group_name)
-            return None if group is None else int(group_state(stream, group)["pending"])
-        except Exception:  # noqa: BLE001 - unknown for now; the stages report their own errors
-            return None
 
 
 class Runner:
@@ -179,7 +94,7 @@ class Runner:
         self.until_idle = until_idle
         self.status_every = status_every or None
         self.out = out or sys.stderr
-        self.live = _is_tty(self.out) if live is None else live
+        self.live = is_terminal(self.out) if live is None else live
         self.failure: str | None = None
         self.code = EXIT_OK
         self.replicas: list[Replica] = []
@@ -191,7 +106,7 @@ class Runner:
         consumers = {r.stage.name: (r.stage.name, r.url, r.stage.stream, r.stage.group)
                      for r in self.replicas if r.stage.kind != "command"}
         self.pending = PendingWatcher(list(consumers.values()), 0.25 if until_idle else PENDING_EVERY)
-        self._selector = selectors.DefaultSelector()
+        self._pipes = ChildPipes(self._line)
         self._stop_reason: str | None = None
         self._signals = 0
         self._idle_since: float | None = None
@@ -208,7 +123,9 @@ class Runner:
         if self._stop_reason is None:
             self._stop_reason = reason
 
-    def _on_signal(self, signum, frame) -> None:
+    def _on_signal(self, signum: int) -> None:
+        """SIGINT or SIGTERM: the first stops the app; while it stops, another one kills
+        the stragglers at once (see :meth:`_shutdown`)."""
         self._signals += 1
         self.stop(f"{signal.Signals(signum).name}")
 
@@ -216,10 +133,10 @@ class Runner:
 
     def run(self) -> int:
         """Start every replica, supervise them until stopped, stop them; the exit code."""
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, self._on_signal)
+        with graceful_stop(self._on_signal):
+            return self._run()
+
+    def _run(self) -> int:
         live = None
         try:
             self.guardian.start()
@@ -241,9 +158,7 @@ class Runner:
             if live is not None:
                 live.update(self._table())
                 live.stop()
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-            self._selector.close()
+            self._pipes.close()
             self.guardian.close()  # after an error, it ends the groups still running
         return self.code
 
@@ -256,7 +171,7 @@ class Runner:
             for replica in self.replicas:
                 if replica.state in ("waiting", "backoff") and now >= replica.next_start:
                     self._start(replica)
-            self._pump(0.1)
+            self._pipes.pump(0.1)
             self._reap()
             now = time.monotonic()
             self._sweep(now)
@@ -274,109 +189,20 @@ class Runner:
     # -- processes -------------------------------------------------------------
 
     def _start(self, replica: Replica) -> None:
-        import subprocess
-
-        stage = replica.stage
-        status_r = status_w = None
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ, PYTHONUNBUFFERED="1", STREAMLOG_URL=replica.url, STREAMLOG_STAGE=stage.name,
-                   STREAMLOG_REPLICA=str(replica.index), STREAMLOG_RUNNER_PID=str(os.getpid()),
-                   PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-        if stage.kind == "command":
-            command = list(stage.target)
-            if command[0] in ("python", "python3"):
-                command[0] = sys.executable
-            args = [sys.executable, "-m", "streamlog.apps.stage", "--exec", *command]
-            cwd, pass_fds = str(self.app.directory), ()
-        else:
-            status_r, status_w = os.pipe()
-            env[FD_VARIABLE] = str(status_w)
-            config = {"stage": stage.as_dict(), "url": replica.url, "directory": str(self.app.directory)}
-            args = [sys.executable, "-m", "streamlog.apps.stage", json.dumps(config)]
-            cwd, pass_fds = None, (status_w,)
-        out_r, out_w = os.pipe()
         try:
-            replica.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, env=env,
-                                            cwd=cwd, pass_fds=pass_fds, start_new_session=True)
+            pid, fds = replica.launch(self.app.directory)
         except OSError as exc:
-            for fd in (out_r, status_r):
-                if fd is not None:
-                    os.close(fd)
-            replica.proc = None
             self._crashed(replica, f"cannot start: {exc}")
             return
+        self.guardian.add(pid)  # its own session: process group id = pid
+        self._pipes.add(replica, fds)
+
+    def _line(self, replica: Replica, kind: str, text: str) -> None:
+        """One line from a child: a status report, or output to forward as ``stage | line``."""
+        if kind == "status":
+            replica.report(text)
         else:
-            self.guardian.add(replica.proc.pid)  # its own session: process group id = pid
-        finally:
-            os.close(out_w)
-            if status_w is not None:
-                os.close(status_w)
-        replica.state, replica.reported, replica.stop_sent, replica.run_error = "running", False, False, None
-        replica.now = {"windows": 0, "items": 0, "out": 0}
-        for fd, kind in ((out_r, "out"), (status_r, "status")):
-            if fd is not None:
-                os.set_blocking(fd, False)
-                replica.pipes[fd] = [kind, b""]
-                self._selector.register(fd, selectors.EVENT_READ, replica)
-
-    def _pump(self, timeout: float) -> None:
-        """Read whatever the children wrote (for up to ``timeout`` seconds of waiting)."""
-        if not self._selector.get_map():
-            time.sleep(timeout)
-            return
-        for key, _ in self._selector.select(timeout):
-            self._read(key.data, key.fd)
-
-    def _read(self, replica: Replica, fd: int) -> bool:
-        """Read one chunk from ``fd``; False when there is nothing to read now, or at end
-        of file (the pipe is then closed)."""
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            return False
-        except OSError:
-            chunk = b""
-        kind, partial = replica.pipes[fd]
-        data = partial + chunk
-        lines = data.split(b"\n")
-        if chunk:
-            replica.pipes[fd][1] = lines.pop()
-        elif lines and lines[-1] == b"":
-            lines.pop()
-        for line in lines:
-            text = line.decode("utf-8", "replace").rstrip("\r")
-            if kind == "status":
-                self._report(replica, text)
-            else:
-                self._print(f"{replica.label} | {text}")
-        if not chunk:
-            self._selector.unregister(fd)
-            os.close(fd)
-            del replica.pipes[fd]
-            return False
-        return True
-
-    def _drain(self, replica: Replica) -> None:
-        """Read what an exited process left in its pipes."""
-        for fd in list(replica.pipes):
-            while fd in replica.pipes and self._read(replica, fd):
-                pass
-
-    def _report(self, replica: Replica, text: str) -> None:
-        try:
-            message = json.loads(text)
-        except ValueError:
-            return
-        if not isinstance(message, dict):
-            return
-        replica.reported = True
-        for key in ("windows", "items", "out"):
-            if isinstance(message.get(key), int):
-                replica.now[key] = message[key]
-        if message.get("error"):
-            replica.error = replica.run_error = mask_url(str(message["error"]))
-        if message.get("fatal"):
-            replica.fatal = True
+            self._print(f"{replica.label} | {text}")
 
     def _reap(self) -> None:
         for replica in self.replicas:
@@ -386,15 +212,8 @@ class Runner:
             if code is None:
                 continue
             self._orphans(replica.proc.pid)
-            self._drain(replica)
-            for fd in list(replica.pipes):  # the rest of a pipe a grandchild still holds open
-                self._selector.unregister(fd)
-                os.close(fd)
-            replica.pipes.clear()
-            replica.proc = None
-            for key in replica.done:
-                replica.done[key] += replica.now[key]
-                replica.now[key] = 0
+            self._pipes.drain(replica)
+            replica.exited()
             self._exited(replica, code)
 
     def _exited(self, replica: Replica, code: int) -> None:
@@ -404,7 +223,7 @@ class Runner:
             return
         if replica.fatal or code == EXIT_CONFIG:
             replica.state = "failed"
-            error = replica.error or _exit_text(code)
+            error = replica.error or exit_text(code)
             self._fail(EXIT_CONFIG_ERROR, f"stage {stage.name!r} cannot start: {error}")
             return
         if code == 0 and stage.kind == "command":
@@ -419,7 +238,7 @@ class Runner:
             self._print(f"{replica.label} | (stopped from outside; restart {replica.restarts} in "
                         f"{self.app.restart.delay:.1f} s)")
             return
-        reason = _exit_text(code)
+        reason = exit_text(code)
         self._crashed(replica, f"{replica.run_error} ({reason})" if replica.run_error else reason)
 
     def _crashed(self, replica: Replica, error: str) -> None:
@@ -464,7 +283,7 @@ class Runner:
                         signal_group(replica.proc.pid, signal.SIGKILL)
                         replica.error = replica.error or "killed: did not stop in time"
                 deadline = float("inf")
-            self._pump(0.05)
+            self._pipes.pump(0.05)
             self._reap()
             self._sweep(time.monotonic())
             if live is not None:
@@ -548,13 +367,6 @@ class Runner:
                 print(line, file=self.out, flush=True)
             except (BrokenPipeError, ValueError):
                 pass
-
-
-def _is_tty(out: TextIO) -> bool:
-    try:
-        return out.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def run_app(path: str | Path, stages: Sequence[str] | None = None, *, url: str | None = None,

@@ -38,17 +38,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import StreamlogError
+from ..errors import ConsumerError, StreamlogError
+from ..learners.kinds import KINDS as LEARNERS  # ``learner = …`` values: the one registry of learner kinds
 from ..names import check_name
+from ..options import OPTION_CLASSES, ConsumerOptions, Option, WindowOptions, option_fields
+from .toml_lines import Lines
 
 #: stage kinds: exactly one of these keys per stage
 KINDS = ("function", "learner", "predict", "command")
-#: ``learner = …`` values and the learner classes they name
-LEARNERS = {"regression": "OnlineLinearRegression", "kmeans": "OnlineKMeans", "partial_fit": "PartialFit"}
-#: window options, passed to :func:`streamlog.streaming` as given
-WINDOW_KEYS = ("size", "step", "interval", "every", "relaxed", "gap", "key", "timeout", "grace", "time_field")
-#: consumer options, passed to :func:`streamlog.streaming` as given
-CONSUMER_KEYS = ("group", "start", "sink", "workers", "lease", "max_retries", "retry_delay")
+#: window options (:class:`~streamlog.options.WindowOptions`), passed to :func:`streamlog.streaming` as given
+WINDOW_KEYS = tuple(field.name for field, info in option_fields(WindowOptions) if info.pipeline is None)
+#: consumer options (:class:`~streamlog.options.ConsumerOptions`), passed to :func:`streamlog.streaming`
+#: as given; ``url`` is a stage key too, checked (and made absolute) with the stage's own keys
+CONSUMER_KEYS = tuple(field.name for field, info in option_fields(ConsumerOptions)
+                      if info.pipeline is None and info.kind != "url")
+#: how each option key's value is checked
+OPTION_INFO = {field.name: info for cls in OPTION_CLASSES for field, info in option_fields(cls)}
 STAGE_KEYS = ("stream", *KINDS, "params", *WINDOW_KEYS, *CONSUMER_KEYS, "replicas", "url")
 #: what a command stage may have besides ``command``
 COMMAND_KEYS = ("command", "replicas", "url")
@@ -85,14 +90,14 @@ class Restart:
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of a pipeline, validated. ``kind`` is one of :data:`KINDS`; ``target`` is
+    """One stage of a pipeline, validated. ``kind`` is one of :data:`KINDS`; ``runs`` is
     what that key holds (``"module:callable"``, a learner name, the predict table or the
     command). ``window`` and ``options`` hold the :func:`streamlog.streaming` options that
     were given, ``params`` the learner's keyword arguments."""
 
     name: str
     kind: str
-    target: Any
+    runs: Any
     stream: str | None = None
     window: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
@@ -109,7 +114,7 @@ class Stage:
         return self.options.get("group", self.name)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "target": self.target, "stream": self.stream,
+        return {"name": self.name, "kind": self.kind, "runs": self.runs, "stream": self.stream,
                 "window": self.window, "options": self.options, "params": self.params,
                 "replicas": self.replicas, "url": self.url, "line": self.line}
 
@@ -143,82 +148,6 @@ class AppSpec:
                 raise SpecError(f"no stage {name!r}{_suggest(name, self.stages)} "
                                 f"(stages: {', '.join(self.stages)})", self.path, key="--stage")
         return [s for s in self.stages.values() if not names or s.name in names]
-
-
-# ---------------------------------------------------------------------------
-# where each key is: tomllib gives values, not positions
-
-
-_HEADER = re.compile(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
-_KEY = re.compile(r"\s*((?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
-
-
-def _key_path(text: str) -> tuple[str, ...]:
-    return tuple(part.strip("\"'") for part in re.findall(r"\"[^\"]*\"|'[^']*'|[A-Za-z0-9_\-]+", text))
-
-
-class Lines:
-    """The line of each key and table header in a TOML text (for error messages).
-
-    A small scanner, enough for the files people write: table headers, keys and dotted
-    keys at the start of a line, multi-line arrays, inline tables and strings skipped.
-    A key's own line is found, else its closest enclosing table's, else line 1."""
-
-    def __init__(self, text: str):
-        self.where: dict[tuple[str, ...], int] = {}
-        table: tuple[str, ...] = ()
-        depth = 0
-        in_multiline: str | None = None
-        for number, line in enumerate(text.splitlines(), 1):
-            if in_multiline is not None:
-                if in_multiline in line:
-                    in_multiline = None
-                continue
-            if depth == 0:
-                header = _HEADER.match(line)
-                if header and not line.lstrip().startswith("[["):
-                    table = _key_path(header.group(1))
-                    self.where.setdefault(table, number)
-                    continue
-                key = _KEY.match(line)
-                if key:
-                    self.where.setdefault(table + _key_path(key.group(1)), number)
-            depth, in_multiline = _scan(line, depth)
-
-    def line(self, *path: str) -> int:
-        for end in range(len(path), 0, -1):
-            if path[:end] in self.where:
-                return self.where[path[:end]]
-        return 1
-
-
-def _scan(line: str, depth: int) -> tuple[int, str | None]:
-    """Bracket depth after ``line`` (strings and comments skipped), and the delimiter of a
-    multi-line string left open."""
-    i, n = 0, len(line)
-    while i < n:
-        c = line[i]
-        if c == "#":
-            break
-        if line.startswith('"""', i) or line.startswith("'''", i):
-            delim = line[i:i + 3]
-            end = line.find(delim, i + 3)
-            if end < 0:
-                return depth, delim
-            i = end + 3
-            continue
-        if c in "\"'":
-            end = i + 1
-            while end < n and line[end] != c:
-                end += 2 if c == '"' and line[end] == "\\" else 1
-            i = end + 1
-            continue
-        if c in "[{":
-            depth += 1
-        elif c in "]}":
-            depth = max(0, depth - 1)
-        i += 1
-    return depth, None
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -311,12 +240,12 @@ class _Checker:
 
         text = self.string(value, *key)
         try:
-            target = parse_url(text)
+            location = parse_url(text)
         except StreamlogError as exc:
             raise self.fail(mask_url(str(exc)), *key) from None
-        if target.kind == "sqlite" and not target.path.is_absolute():
+        if location.kind == "sqlite" and not location.path.is_absolute():
             # relative to the pipeline file, not to wherever `streamlog up` was run from
-            return f"sqlite:///{(self.path.parent / target.path).resolve()}"
+            return f"sqlite:///{(self.path.parent / location.path).resolve()}"
         return text
 
     # -- the file -------------------------------------------------------------
@@ -333,7 +262,7 @@ class _Checker:
             raise self.fail("must hold one table per stage, e.g. [stages.trainer]", "stages")
         checked = {name: self.stage(name, table) for name, table in stages.items()}
         for stage in checked.values():
-            if stage.kind == "predict" and "stage" in stage.target:
+            if stage.kind == "predict" and "stage" in stage.runs:
                 checked[stage.name] = self.predict_stage(stage, checked)
         return AppSpec(self.path, checked, url, restart, stop_timeout)
 
@@ -341,20 +270,20 @@ class _Checker:
         """``predict = { stage = "trainer" }``: the learner's stream, group, kind and name."""
         from dataclasses import replace
 
-        name = stage.target["stage"]
+        name = stage.runs["stage"]
         key = ("stages", stage.name, "predict", "stage")
         trainer = stages.get(name)
         if trainer is None:
             raise self.fail(f"no stage {name!r}{_suggest(name, stages)} in this file", *key)
         if trainer.kind != "learner":
             raise self.fail(f"stage {name!r} is a {trainer.kind} stage, not a learner", *key)
-        target = {k: v for k, v in stage.target.items() if k != "stage"}
-        target.update(stream=trainer.stream, group=trainer.group, model=trainer.target)
+        runs = {k: v for k, v in stage.runs.items() if k != "stage"}
+        runs.update(stream=trainer.stream, group=trainer.group, model=trainer.runs)
         if "name" in trainer.params:
-            target["name"] = trainer.params["name"]
+            runs["name"] = trainer.params["name"]
         if trainer.url is not None:  # the checkpoints are in the trainer's database
-            target["url"] = trainer.url
-        return replace(stage, target=target)
+            runs["url"] = trainer.url
+        return replace(stage, runs=runs)
 
     def restart(self, table: Any) -> Restart:
         if not isinstance(table, dict):
@@ -397,23 +326,23 @@ class _Checker:
         if "stream" not in table:
             raise self.fail(f"a {kind} stage needs stream = \"NAME\" (the stream it consumes)", *where)
         stream = self.name(table["stream"], "stream", *where, "stream")
-        target = self.target(kind, table[kind], *where)
+        runs = self.runs_value(kind, table[kind], *where)
         params = table.get("params", {})
         if "params" in table and kind != "learner":
             raise self.fail("params = {…} are the learner's options: only for learner stages", *where, "params")
         if not isinstance(params, dict):
             raise self.fail(f"must be a table of the learner's options, not {_show(params)}", *where, "params")
         if kind == "learner":
-            self.learner_params(target, params, *where)
+            self.learner_params(runs, params, *where)
         window = self.window(table, *where)
         options = self.options(table, *where)
         if kind == "learner" and (replicas > 1 or options.get("workers", 1) > 1):
             key = "replicas" if replicas > 1 else "workers"
             raise self.fail("a learner keeps one model and learns windows in order: run it with one "
                             "replica and one worker (train several models with several stages)", *where, key)
-        return Stage(name, kind, target, stream, window, options, dict(params), replicas, url, line)
+        return Stage(name, kind, runs, stream, window, options, dict(params), replicas, url, line)
 
-    def target(self, kind: str, value: Any, *where: str) -> Any:
+    def runs_value(self, kind: str, value: Any, *where: str) -> Any:
         key = (*where, kind)
         if kind == "function":
             text = self.string(value, *key)
@@ -473,8 +402,7 @@ class _Checker:
 
     def learner_params(self, learner: str, params: dict, *where: str) -> None:
         key = (*where, "params")
-        needed = {"regression": ("features", "target"), "kmeans": ("k", "features"),
-                  "partial_fit": ("estimator", "features")}[learner]
+        needed = LEARNERS[learner].required
         for name in needed:
             if name not in params:
                 raise self.fail(f"the {learner} learner needs {name} = …", *key)
@@ -489,22 +417,34 @@ class _Checker:
         if learner == "kmeans":
             self.integer(params["k"], 1, *key, "k")
 
+    def option(self, info: Option, value: Any, *key: str) -> None:
+        """Check the value of one option key by its kind (:class:`~streamlog.options.Option`)."""
+        if info.kind == "count":
+            self.integer(value, info.minimum, *key)
+        elif info.kind == "seconds":
+            self.seconds(value, *key, zero=info.zero)
+        elif info.kind == "switch":
+            if not isinstance(value, bool):
+                raise self.fail(f"must be true or false, not {_show(value)}", *key)
+        elif info.kind == "field":
+            self.string(value, *key)
+        elif info.kind == "group":
+            self.name(value, "group", *key)
+        elif info.kind == "sink":
+            sink = self.string(value, *key)
+            if "://" not in sink:
+                self.name(sink, "sink stream", *key)
+        elif info.kind == "start":
+            if value not in ("earliest", "latest") and (isinstance(value, bool) or not isinstance(value, int)
+                                                         or value < 0):
+                raise self.fail(f"must be \"earliest\", \"latest\" or an offset >= 0, not {_show(value)}", *key)
+        else:  # pragma: no cover - a new kind of pipeline key needs its check here
+            raise TypeError(f"no pipeline-file check for an option of kind {info.kind!r}")
+
     def window(self, table: dict, *where: str) -> dict:
         window = {k: table[k] for k in WINDOW_KEYS if k in table}
-        for key in ("size", "step"):
-            if key in window:
-                self.integer(window[key], 1, *where, key)
-        for key in ("interval", "every", "gap"):
-            if key in window:
-                self.seconds(window[key], *where, key)
-        for key in ("timeout", "grace"):
-            if key in window:
-                self.seconds(window[key], *where, key, zero=True)
-        if "relaxed" in window and not isinstance(window["relaxed"], bool):
-            raise self.fail(f"must be true or false, not {_show(window['relaxed'])}", *where, "relaxed")
-        for key in ("key", "time_field"):
-            if key in window:
-                self.string(window[key], *where, key)
+        for key, value in window.items():
+            self.option(OPTION_INFO[key], value, *where, key)
         kinds = [k for k in ("size", "interval", "gap") if k in window]
         if len(kinds) > 1:
             raise self.fail(f"give one of size (count windows), interval (time windows) or gap (session "
@@ -520,30 +460,21 @@ class _Checker:
         if window.get("relaxed") and ("every" in window or "grace" in window):
             other = "every" if "every" in window else "grace"
             raise self.fail(f"{other} does not apply to relaxed time windows", *where, other)
+        if "max_size" in window and not ("gap" in window or window.get("relaxed")):
+            raise self.fail("max_size applies to relaxed time windows (interval = T, relaxed = true) and "
+                            "session windows (gap = G)", *where, "max_size")
+        try:
+            WindowOptions(**window).validate()  # the rules streaming() itself applies
+        except ConsumerError as exc:
+            named = re.match(r"(\w+)=", str(exc))
+            key = named.group(1) if named and named.group(1) in window else ""
+            raise self.fail(str(exc), *where, *([key] if key else [])) from None
         return window
 
     def options(self, table: dict, *where: str) -> dict:
         options = {k: table[k] for k in CONSUMER_KEYS if k in table}
-        if "group" in options:
-            self.name(options["group"], "group", *where, "group")
-        if "sink" in options:
-            sink = self.string(options["sink"], *where, "sink")
-            if "://" not in sink:
-                self.name(sink, "sink stream", *where, "sink")
-        if "start" in options:
-            start = options["start"]
-            if start not in ("earliest", "latest") and (isinstance(start, bool) or not isinstance(start, int)
-                                                         or start < 0):
-                raise self.fail(f"must be \"earliest\", \"latest\" or an offset >= 0, not {_show(start)}",
-                                *where, "start")
-        if "workers" in options:
-            self.integer(options["workers"], 1, *where, "workers")
-        if "max_retries" in options:
-            self.integer(options["max_retries"], 0, *where, "max_retries")
-        if "lease" in options:
-            self.seconds(options["lease"], *where, "lease")
-        if "retry_delay" in options:
-            self.seconds(options["retry_delay"], *where, "retry_delay", zero=True)
+        for key, value in options.items():
+            self.option(OPTION_INFO[key], value, *where, key)
         return options
 
 

@@ -22,7 +22,6 @@ guardian be gone too, a consumer whose report pipe broke and got no SIGTERM with
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -31,7 +30,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConsumerError, StreamlogError
-from .spec import LEARNERS, Stage
+from ..learners.kinds import KINDS
+from .spec import Stage
 
 #: seconds between two reports to the runner
 REPORT_EVERY = 0.5
@@ -91,29 +91,31 @@ def _describe(exc: BaseException) -> str:
 # building the consumer
 
 
-def _resolve(text: str, directory: Path) -> Any:
-    """``MODULE:NAME`` → the object (MODULE dotted, importable from the pipeline file's
-    directory, or a path to a .py file relative to it)."""
-    from ..targets import load_target
+def _anchored(text: str, directory: Path) -> str:
+    """``MODULE:NAME`` of the pipeline file, as :mod:`streamlog.loading` takes it: a
+    relative path to a .py file is relative to the file's directory, and a dotted module
+    is importable from there."""
+    from ..loading import is_path
 
     module, _, attr = text.rpartition(":")
-    if module.endswith(".py") or "/" in module or os.sep in module:
+    if is_path(module):
         path = Path(module).expanduser()
-        text = f"{path if path.is_absolute() else directory / path}:{attr}"
-    return load_target(text)
+        return f"{path if path.is_absolute() else directory / path}:{attr}"
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
+    return text
 
 
 def _estimator(text: str, directory: Path, params: dict) -> Any:
     """The estimator of a ``partial_fit`` stage: a class (made with ``estimator_params``)
     or an instance, named ``MODULE:NAME``."""
-    module_name, _, attr = text.rpartition(":")
-    if str(directory) not in sys.path:
-        sys.path.insert(0, str(directory))
+    from ..loading import load_object
+
     try:
-        found: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as exc:
+        found = load_object(_anchored(text, directory))
+    except ConsumerError as exc:  # its message names the estimator's MODULE:NAME
+        raise ConsumerError(f"estimator: {exc}") from None
+    except (ImportError, AttributeError) as exc:  # raised by the estimator's module as it is imported
         raise ConsumerError(f"estimator {text!r}: {_describe(exc)}") from None
     if isinstance(found, type):
         return found(**params)
@@ -125,22 +127,22 @@ def _estimator(text: str, directory: Path, params: dict) -> Any:
 def build_function(stage: Stage, url: str, directory: Path) -> Callable:
     """The stage's consumer function (not yet counted)."""
     if stage.kind == "function":
-        return _resolve(stage.target, directory)
-    if stage.kind == "learner":
-        from ..consumers import learners
+        from ..loading import load_callable
 
-        cls = getattr(learners, LEARNERS[stage.target])
+        return load_callable(_anchored(stage.runs, directory))
+    if stage.kind == "learner":
+        cls = KINDS[stage.runs].learner_class()
         params = dict(stage.params)
-        if stage.target == "partial_fit":
+        if stage.runs == "partial_fit":
             params["estimator"] = _estimator(params["estimator"], directory, params.pop("estimator_params", {}))
         try:
             return cls(**params)
         except TypeError as exc:
-            raise ConsumerError(f"learner {stage.target!r}: {exc}") from None
+            raise ConsumerError(f"learner {stage.runs!r}: {exc}") from None
     if stage.kind == "predict":
-        from ..consumers.predict import Predictor
+        from ..learners.predictor import Predictor
 
-        return Predictor(**stage.target)  # checkpoints read from the consumed stream's database by default
+        return Predictor(**stage.runs)  # checkpoints read from the consumed stream's database by default
     raise ConsumerError(f"stage {stage.name!r}: a {stage.kind} stage is not a consumer")
 
 

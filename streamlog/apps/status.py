@@ -4,13 +4,16 @@ Columns: stage (``name`` or ``name#2`` for a second replica), pid, state, window
 windows/s (over the last refresh), items, out (records sunk), pending (items the
 stage's group has not processed: one value per stage, shared by its replicas),
 restarts, last error. :func:`rich_table` renders it for a terminal (rich Live; without
-items and out), :func:`text_table` as the plain text of ``streamlog ls`` (never truncated).
+items and out), :func:`text_table` as a plain-text table of :mod:`streamlog.tables`
+(never truncated: the periodic status off a terminal, and the summary at the end).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
+
+from ..tables import table
 
 HEADERS = ("stage", "pid", "state", "windows", "win/s", "items", "out", "pending", "restarts", "last error")
 RIGHT = ("pid", "windows", "win/s", "items", "out", "pending", "restarts")
@@ -48,8 +51,6 @@ def _n(value: int | None) -> str:
 
 def text_table(rows: Sequence[Row]) -> str:
     """The table as plain text (periodic status lines off a terminal, and the summary)."""
-    from ..cli.output import table
-
     return table(HEADERS, [row.cells() for row in rows], right=RIGHT)
 
 
@@ -69,7 +70,7 @@ def rich_table(rows: Sequence[Row], title: str):
             width = max([len(header)] + [len(c[i]) for c in cells])
             grid.add_column(header, justify="right" if header in RIGHT else "left", no_wrap=True,
                             min_width=width)
-    for row, row_cells in zip(rows, cells):
+    for row, row_cells in zip(rows, cells, strict=True):
         style = {"backoff": "yellow", "failed": "bold red", "finished": "green"}.get(row.state)
         grid.add_row(*row_cells, style=style)
     return grid

@@ -12,12 +12,13 @@ is in the log.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import TextIO
+
+from ..stopping import graceful_stop
 
 log = logging.getLogger("streamlog")
 
@@ -77,32 +78,31 @@ class Bridge:
 
     def run(self) -> dict:
         """Serve until :meth:`stop`, SIGINT or SIGTERM; returns the final counters."""
-        previous: dict = {}
-        if threading.current_thread() is threading.main_thread():
-            def handler(signum, frame):
-                log.info("signal %d: stopping the %s", signum, self.name)
-                self.stop_event.set()
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, handler)
-        printer = None
-        if self.status_every:
-            printer = threading.Thread(target=self._print_status, name="streamlog-status", daemon=True)
-            printer.start()
-        try:
-            self.serve()
-        finally:
+        def on_signal(signum: int) -> None:
+            log.info("signal %d: stopping the %s", signum, self.name)
             self.stop_event.set()
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-            if printer is not None:
-                printer.join(1)
+
+        with graceful_stop(on_signal):
+            printer = None
+            if self.status_every:
+                printer = threading.Thread(target=self._print_status, name="streamlog-status", daemon=True)
+                printer.start()
+            try:
+                self.serve()
+            finally:
+                self.stop_event.set()
+                if printer is not None:
+                    printer.join(1)
         return self.counters.snapshot()
 
     # -- status ----------------------------------------------------------------
 
     def status_line(self) -> str:
-        """``<name>: 1234 received (250/s), 1234 stored, 0 sent, 0 errors, lag 0.01 s``."""
+        """``<name>: 1234 received, 1234 stored, 0 sent (250/s), 0 errors, lag 0.010 s``.
+
+        The rate is messages received plus sent per second since the previous status
+        line (since the start for the first); ``lag -`` until a lag was measured.
+        Subclasses may append to the line (the collection source adds ``, mode …``)."""
         now = self.counters.snapshot()
         before = self._previous or {"received": 0, "sent": 0, "seconds": 0.0}
         self._previous = now
@@ -112,7 +112,7 @@ class Bridge:
         return (f"{self.name}: {now['received']} received, {now['stored']} stored, {now['sent']} sent "
                 f"({rate:.0f}/s), {now['errors']} errors, lag {lag}")
 
-    def _print_status(self, clock: Callable[[float], bool] | None = None) -> None:
+    def _print_status(self) -> None:
         out = self.status_stream or sys.stderr
         while not self.stop_event.wait(self.status_every):
             print(self.status_line(), file=out, flush=True)

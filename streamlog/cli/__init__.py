@@ -33,10 +33,10 @@ Start-up is kept short: heavy modules (pandas, scikit-learn, pymongo, rich) are 
 only by the commands that need them.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 - the command modules below are imported in help order
 
 # Importing the command modules registers their commands, in this order (of the help).
-from . import inspect, append, run, maintain, redrive, groups, bridges, up, serve  # noqa: F401,I001
+from . import inspect, append, run, maintain, redrive, groups, bridges, up, serve  # noqa: F401 - imported to register their commands
 from .app import app, main
 from .maintain import parse_duration
 

@@ -61,7 +61,7 @@ def database_error(exc: BaseException) -> StreamlogError | None:
 
     module = type(exc).__module__ or ""
     if module.startswith("pymongo") or module.startswith("bson"):
-        from streamlog.store.mongo import describe_error  # pymongo is loaded: it raised this
+        from streamlog.store.mongo_errors import describe_error  # pymongo is loaded: it raised this
 
         return UnreachableError(f"database error: {describe_error(exc)}")
     if isinstance(exc, sqlite3.Error):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import enum
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -31,13 +30,13 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 
 from streamlog.errors import BadItemError
+from streamlog.lines import Line, csv_rows, json_lines, parse_json
 from streamlog.names import check_name, dead_letter_stream
+from streamlog.stopping import graceful_stop
 
 from . import common
 from .app import app
-from .common import PROG, UrlOption, UsageError, VerboseOption, examples, global_settings, digits
-from streamlog.lines import Line, csv_rows, json_lines, parse_json
-
+from .common import PROG, UrlOption, UsageError, VerboseOption, digits, examples, global_settings
 from .output import offsets, plural
 
 BATCH_WHOLE = 10_000  # items per extend() when the input is read whole
@@ -256,44 +255,38 @@ def append_following(client, name: str, lines: Iterator[Line], stop: bool, batch
     # Ctrl-C and SIGTERM only set a flag, checked between appends: an exception raised
     # inside a database call could leave the driver half-way through a write.
     stopping = threading.Event()
-    previous: dict = {}
-    if sys.platform != "win32" and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda signum, frame: stopping.set())
-    try:
-        deadline = None
-        while not stopping.is_set():
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                entry = waiting.get(timeout=STOP_CHECK if left is None else min(left, STOP_CHECK))
-            except queue.Empty:
-                if deadline is not None and time.monotonic() >= deadline:
+    with graceful_stop(lambda signum: stopping.set()):
+        try:
+            deadline = None
+            while not stopping.is_set():
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    entry = waiting.get(timeout=STOP_CHECK if left is None else min(left, STOP_CHECK))
+                except queue.Empty:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        flush()
+                        deadline = None
+                    continue
+                if not take(entry):
+                    break
+                if deadline is None:
+                    deadline = time.monotonic() + flush_ms / 1000
+                if len(good) + len(bad) >= batch_size:
                     flush()
                     deadline = None
-                continue
-            if not take(entry):
-                break
-            if deadline is None:
-                deadline = time.monotonic() + flush_ms / 1000
-            if len(good) + len(bad) >= batch_size:
-                flush()
-                deadline = None
-        if stopping.is_set():
-            try:  # what was read already is appended; the rest of the input is left unread
-                while take(waiting.get_nowait()):
-                    if len(good) + len(bad) >= batch_size:
-                        flush()
-            except queue.Empty:
-                pass
-        flush()
-    except BaseException as exc:
-        if tally.items and not isinstance(exc, BadItemError):
-            typer.echo(f"{PROG}: note: {plural(tally.items, 'item')} were appended to {name} ({tally.where()}) "
-                       "before the failure", err=True)
-        raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if stopping.is_set():
+                try:  # what was read already is appended; the rest of the input is left unread
+                    while take(waiting.get_nowait()):
+                        if len(good) + len(bad) >= batch_size:
+                            flush()
+                except queue.Empty:
+                    pass
+            flush()
+        except BaseException as exc:
+            if tally.items and not isinstance(exc, BadItemError):
+                typer.echo(f"{PROG}: note: {plural(tally.items, 'item')} were appended to {name} ({tally.where()}) "
+                           "before the failure", err=True)
+            raise
     return tally
 
 

@@ -9,12 +9,25 @@ from typing import Annotated
 import typer
 
 from streamlog.names import check_name
+from streamlog.tables import table
 
 from . import common
 from .app import app
-from .common import (FormatOption, JsonOption, NameArgument, UrlOption, VerboseOption, YesOption, confirm,
-                     examples, global_settings, offset_or, output_format, remember)
-from .output import Format, plural, table, ts, write_csv, write_json_lines
+from .common import (
+    FormatOption,
+    JsonOption,
+    NameArgument,
+    UrlOption,
+    VerboseOption,
+    YesOption,
+    confirm,
+    examples,
+    global_settings,
+    offset_or,
+    output_format,
+    remember,
+)
+from .output import Format, plural, ts, write_csv, write_json_lines
 
 group_app = typer.Typer(
     name="group",

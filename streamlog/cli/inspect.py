@@ -3,8 +3,6 @@ or a stream and never change a consumer group's state."""
 
 from __future__ import annotations
 
-import signal
-import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
@@ -12,12 +10,25 @@ import typer
 
 from streamlog.config import mask_url
 from streamlog.names import check_name, dead_letter_stream
+from streamlog.stopping import graceful_stop
+from streamlog.tables import table
 
 from . import common
 from .app import app
-from .common import (FormatOption, JsonOption, NameArgument, UrlOption, UsageError, VerboseOption, examples,
-                     global_settings, digits, offset_or, output_format)
-from .output import Format, RecordWriter, age, dumps, offsets, seconds, table, ts, write_csv, write_json_lines
+from .common import (
+    FormatOption,
+    JsonOption,
+    NameArgument,
+    UrlOption,
+    UsageError,
+    VerboseOption,
+    digits,
+    examples,
+    global_settings,
+    offset_or,
+    output_format,
+)
+from .output import Format, RecordWriter, age, dumps, offsets, seconds, ts, write_csv, write_json_lines
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamlog.stream import Stream
@@ -187,28 +198,18 @@ def _follow(stream: "Stream", start: int, emit: Callable[[dict], None]) -> None:
             time.sleep(FOLLOW_POLL)
 
 
-def _interrupt(signum, frame):
+def _interrupt(signum: int) -> None:
     raise KeyboardInterrupt
 
 
-def _is_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 def follow_until_stopped(stream: "Stream", start: int, emit: Callable[[dict], None]) -> None:
-    """``_follow`` until Ctrl-C or SIGTERM (both end it quietly, exit code 0)."""
-    previous = None
-    if sys.platform != "win32" and _is_main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+    """``_follow`` until Ctrl-C or SIGTERM (both end it quietly, exit code 0): following
+    only reads, so the signal interrupts it wherever it is."""
     try:
-        _follow(stream, start, emit)
+        with graceful_stop(_interrupt):
+            _follow(stream, start, emit)
     except KeyboardInterrupt:
         return
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _print_range(stream: "Stream", start: int | None, end: int | None, writer: RecordWriter) -> int | None:

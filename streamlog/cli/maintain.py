@@ -11,8 +11,17 @@ from streamlog.names import dead_letter_stream
 
 from . import common
 from .app import app
-from .common import (NameArgument, UrlOption, UsageError, VerboseOption, YesOption, confirm, examples,
-                     global_settings, digits)
+from .common import (
+    NameArgument,
+    UrlOption,
+    UsageError,
+    VerboseOption,
+    YesOption,
+    confirm,
+    digits,
+    examples,
+    global_settings,
+)
 from .output import offsets, plural
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)", re.IGNORECASE)

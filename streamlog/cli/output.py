@@ -1,5 +1,6 @@
-"""Rendering for the command line: plain-text tables, JSON lines, CSV, and the small
-formatters (timestamps, ages, offset ranges) every command shares.
+"""Rendering for the command line: plain-text tables (:mod:`streamlog.tables`), JSON
+lines, CSV, and the small formatters (timestamps, ages, offset ranges) every command
+shares.
 
 Tables are plain text, columns separated by two spaces, and are never cut or wrapped:
 piped into a file, ``grep`` or ``cut`` every value is complete whatever its width; on a
@@ -12,11 +13,12 @@ nested values as compact JSON in their cell.
 from __future__ import annotations
 
 import enum
-import os
 import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence, TextIO
+
+from streamlog.tables import color
 
 
 class Format(str, enum.Enum):
@@ -65,50 +67,6 @@ def plural(n: int, word: str) -> str:
 
 
 from streamlog.lines import dumps  # noqa: E402,F401  (JSON text, shared with the TCP publisher)
-
-
-def _is_tty(out: TextIO) -> bool:
-    try:
-        return out.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def color(out: TextIO | None = None) -> bool:
-    """Whether to style output: a terminal, and ``NO_COLOR`` unset."""
-    return _is_tty(out or sys.stdout) and "NO_COLOR" not in os.environ
-
-
-def _bold(text: str) -> str:
-    return f"\x1b[1m{text}\x1b[0m"
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[str] = (),
-          title: str | None = None, header: bool = True) -> str:
-    """A plain-text table: columns padded to their widest value, two spaces apart, columns
-    named in ``right`` right-justified; nothing is ever truncated. ``header=False`` leaves
-    out the header row (the key/value summary of ``info``, whose first column is bold)."""
-    rows = [[str(cell) for cell in row] for row in rows]
-    widths = [max([len(h) if header else 0] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
-    styled = color()
-
-    def line(cells: Sequence[str], bold_header: bool = False, bold_first: bool = False) -> str:
-        parts = []
-        for i, (cell, width) in enumerate(zip(cells, widths)):
-            last = i == len(cells) - 1
-            padded = cell.rjust(width) if headers[i] in right else (cell if last else cell.ljust(width))
-            if styled and (bold_header or (bold_first and i == 0)):
-                padded = _bold(padded)
-            parts.append(padded)
-        return "  ".join(parts).rstrip()
-
-    out = []
-    if title:
-        out.append(_bold(title) if styled else title)
-    if header:
-        out.append(line(headers, bold_header=True))
-    out.extend(line(row, bold_first=not header) for row in rows)
-    return "\n".join(out)
 
 
 def csv_cell(value: Any) -> Any:

@@ -10,7 +10,7 @@ from streamlog.names import check_name
 
 from . import common
 from .app import app
-from .common import NameArgument, UrlOption, VerboseOption, examples, global_settings, digits
+from .common import NameArgument, UrlOption, VerboseOption, digits, examples, global_settings
 from .output import plural
 
 

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import enum
 import sys
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 import streamlog
-from streamlog.consumers.streaming import WINDOW_OPTIONS, StreamingTarget
-from streamlog.targets import load_decorated
+from streamlog.consumers.streaming import StreamingTarget
+from streamlog.hooks import StartsUp, runs_in_order
+from streamlog.loading import load_decorated
+from streamlog.options import STRATEGY
 
 from .app import EXIT_DEAD_LETTERED, app
-from .common import PROG, UrlOption, UsageError, duration, examples, global_settings, digits
+from .common import PROG, UrlOption, UsageError, examples, global_settings
 from .output import offsets, plural, ts
-
-
-class Start(str, enum.Enum):
-    earliest = "earliest"
-    latest = "latest"
+from .run_flags import option_values, with_option_flags
 
 
 def _logged(fn: Callable) -> Callable:
@@ -35,8 +32,8 @@ def _logged(fn: Callable) -> Callable:
 
     # a learner's sequential state still refuses --workers > 1 through the wrapper, and a
     # predict stage still waits for its first model before any window is claimed
-    consume.sequential = callable(getattr(fn, "attach", None)) or getattr(fn, "sequential", False)  # type: ignore[attr-defined]
-    if callable(getattr(fn, "on_start", None)):
+    consume.sequential = runs_in_order(fn)  # type: ignore[attr-defined]
+    if isinstance(fn, StartsUp):
         consume.on_start = fn.on_start  # type: ignore[attr-defined]
     return consume
 
@@ -50,6 +47,7 @@ def _logged(fn: Callable) -> Callable:
          "a return value other than None is appended to the --sink stream. A window whose "
          "function raises is retried, then moved to the dead-letter stream NAME.dead (see streamlog redrive).",
 ))
+@with_option_flags
 def run_command(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(
@@ -60,56 +58,11 @@ def run_command(
         "--stream", "-s", metavar="NAME", show_default=False,
         help="The stream to consume (created if it does not exist). Default: the stream of "
              "the function's @streaming decorator.")] = None,
-    size: Annotated[Optional[int], typer.Option(
-        "--size", parser=digits(1), metavar="N", show_default=False, help="Count windows of N items.")] = None,
-    interval: Annotated[Optional[float], typer.Option(
-        "--interval", min=0.001, callback=duration, metavar="SECONDS", show_default=False,
-        help="Time windows of SECONDS, aligned on the UTC clock (with --relaxed: "
-             "everything pending, every SECONDS).")] = None,
-    relaxed: Annotated[bool, typer.Option("--relaxed", help="Relaxed time windows (with --interval).")] = False,
-    timeout: Annotated[Optional[float], typer.Option(
-        "--timeout", min=0.0, callback=duration, metavar="SECONDS", show_default=False,
-        help="With --size: emit a partial window once its oldest item has waited this long.")] = None,
-    step: Annotated[Optional[int], typer.Option(
-        "--step", parser=digits(1), metavar="N", show_default=False,
-        help="With --size: sliding windows, one every N new items, each the last --size items.")] = None,
-    every: Annotated[Optional[float], typer.Option(
-        "--every", min=0.001, callback=duration, metavar="SECONDS", show_default=False,
-        help="With --interval: sliding windows, one every SECONDS, each the last --interval seconds.")] = None,
-    gap: Annotated[Optional[float], typer.Option(
-        "--gap", min=0.001, callback=duration, metavar="SECONDS", show_default=False,
-        help="Session windows: a window closes once no item arrived for SECONDS.")] = None,
-    group: Annotated[str, typer.Option("--group", "-g", metavar="GROUP", help="Consumer group.")] = "default",
-    sink: Annotated[Optional[str], typer.Option(
-        "--sink", metavar="STREAM", show_default=False,
-        help="Append the function's non-None return values to this stream.")] = None,
-    once: Annotated[bool, typer.Option(
-        "--once", help="Process the windows that are ready now, print how many, and exit (cron mode).")] = False,
-    max_windows: Annotated[Optional[int], typer.Option(
-        "--max-windows", parser=digits(1), metavar="N", show_default=False,
-        help="Stop after N windows.")] = None,
-    lease: Annotated[float, typer.Option("--lease", min=0.001, callback=duration, metavar="SECONDS",
-                                         help="Claim lease; renewed while the function runs.")] = 30.0,
-    max_retries: Annotated[int, typer.Option("--max-retries", parser=digits(0), metavar="N",
-                                             help="Retries of a failing window before it is dead-lettered.")] = 3,
-    retry_delay: Annotated[float, typer.Option(
-        "--retry-delay", min=0.0, callback=duration, metavar="SECONDS",
-        help="Wait before retrying a failed window, doubling per attempt (0: retry at once).")] = 0.5,
-    start: Annotated[Start, typer.Option("--start", help="Where a new group starts.")] = Start.earliest,
-    workers: Annotated[int, typer.Option(
-        "--workers", parser=digits(1), metavar="N",
-        help="Run up to N windows at once on N threads (each with its own lease; committed in any "
-             "order). Learners need 1.")] = 1,
-    time_field: Annotated[Optional[str], typer.Option(
-        "--time-field", metavar="FIELD", show_default=False,
-        help="Time windows on this item field (event time) instead of the append time.")] = None,
-    key: Annotated[Optional[str], typer.Option(
-        "--key", metavar="FIELD", show_default=False,
-        help="Keyed windows: each value of this item field gets its own windows (same rules per value).")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Print a line on stderr for every window, info-level logs, and the "
                                 "underlying cause of an error.")] = False,
     url: UrlOption = None,
+    **flags: Any,
 ) -> None:
     """Run a consumer function on windows of a stream.
 
@@ -123,10 +76,9 @@ def run_command(
     """
     settings = global_settings(ctx, url, None, verbose)
     verbose, url = settings.verbose, settings.url
-    windowed = [size, interval, gap].count(None) != 3 or any(
-        given(ctx, option) for option in ("relaxed", "timeout", "step", "every"))
+    windowed = any(given(ctx, name) for name in STRATEGY if name in flags)
     if windowed:
-        check_window_flags(ctx, size, interval, gap, relaxed, timeout, step, every)
+        check_window_flags(ctx, flags)
     import logging
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
@@ -138,24 +90,12 @@ def run_command(
     if stream is None:
         raise UsageError("Missing option '--stream' / '-s' (the stream to consume).", ctx)
     if not windowed and not decorated:
-        check_window_flags(ctx, size, interval, gap, relaxed, timeout, step, every)
+        check_window_flags(ctx, flags)
     if verbose:
         fn = _logged(fn)
-    flags: dict[str, Any] = dict(group=group, start=start.value, sink=sink, lease=lease, max_retries=max_retries,
-                                 retry_delay=retry_delay, max_windows=max_windows, workers=workers,
-                                 time_field=time_field, key=key)
-    options = {k: v for k, v in decorated.items() if k not in WINDOW_OPTIONS or not windowed}
-    options.update({k: v for k, v in flags.items() if given(ctx, k) or k not in options})
-    if once or "blocking" not in options:
-        options["blocking"] = not once
+    options = _merged(ctx, option_values(flags), decorated, windowed)
     if url is not None or "url" not in options:
         options["url"] = url
-    if windowed and gap is not None:
-        options.update(gap=gap)
-    elif windowed and size is not None:
-        options.update(size=size, timeout=timeout, step=step)
-    elif windowed:
-        options.update(interval=interval, relaxed=relaxed, every=every)
     consumer = streamlog.streaming(stream, **options)
     group, blocking = options["group"], options["blocking"]
     if blocking:
@@ -180,9 +120,28 @@ def given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
-def check_window_flags(ctx: typer.Context, size, interval, gap, relaxed, timeout, step, every) -> None:
+def _merged(ctx: typer.Context, values: dict[str, Any], decorated: dict[str, Any], windowed: bool) -> dict:
+    """The ``streaming()`` options of a run: a flag given wins; else the decorator's
+    option; else the flag's default. Window strategy flags replace the decorator's whole
+    strategy; ``--once`` only ever turns blocking off."""
+    options = {k: v for k, v in decorated.items() if k not in STRATEGY or not windowed}
+    for name, value in values.items():
+        if name in STRATEGY:
+            if windowed:
+                options[name] = value
+        elif name == "blocking":
+            if not value or name not in options:
+                options[name] = value
+        elif given(ctx, name) or name not in options:
+            options[name] = value
+    return options
+
+
+def check_window_flags(ctx: typer.Context, flags: dict[str, Any]) -> None:
     """The window flags of ``run``: exactly one of --size, --interval, --gap, and the flags
-    that refine one of them only with it."""
+    that refine one of them only with it (``WindowOptions.validate`` checks the rest)."""
+    size, interval, gap, relaxed = flags["size"], flags["interval"], flags["gap"], flags["relaxed"]
+    step, every, timeout, grace, max_size = (flags[k] for k in ("step", "every", "timeout", "grace", "max_size"))
     if [size, interval, gap].count(None) != 2:
         raise UsageError("give exactly one of --size N, --interval SECONDS or --gap SECONDS", ctx)
     if step is not None and size is None:
@@ -194,3 +153,9 @@ def check_window_flags(ctx: typer.Context, size, interval, gap, relaxed, timeout
     if timeout is not None and (size is None or step is not None):
         raise typer.BadParameter("--timeout applies to count windows (--size, without --step)", ctx,
                                  param_hint="'--timeout'")
+    if grace is not None and (interval is None or relaxed):
+        raise typer.BadParameter("--grace applies to time windows (--interval, without --relaxed)", ctx,
+                                 param_hint="'--grace'")
+    if max_size is not None and not (gap is not None or relaxed):
+        raise typer.BadParameter("--max-size applies to relaxed time windows (--interval --relaxed) and "
+                                 "session windows (--gap)", ctx, param_hint="'--max-size'")

@@ -23,12 +23,12 @@ class AppFailedError(StreamlogError):
 
 def _describe(stage) -> str:
     if stage.kind == "command":
-        return "command " + " ".join(stage.target)
+        return "command " + " ".join(stage.runs)
     if stage.kind == "predict":
-        model = stage.target.get("name") or stage.target.get("model")
-        what = f"predict with {model} of {stage.target['stream']}/{stage.target['group']}"
+        model = stage.runs.get("name") or stage.runs.get("model")
+        what = f"predict with {model} of {stage.runs['stream']}/{stage.runs['group']}"
     else:
-        what = f"{stage.kind} {stage.target}"
+        what = f"{stage.kind} {stage.runs}"
     window = ", ".join(f"{k}={v}" for k, v in stage.window.items()) or "size=1"
     sink = f" → {stage.options['sink']}" if "sink" in stage.options else ""
     replicas = f", {stage.replicas} replicas" if stage.replicas > 1 else ""

@@ -1,7 +1,9 @@
-"""Consumers: the streaming runtime and ready-made online learners."""
+"""Consumers: the streaming runtime, and the ready-made online learners and predict stages
+(defined in :mod:`streamlog.learners`, re-exported here)."""
 
-from .predict import Predictor, load_latest
-from .runtime import Consumer
+from ..delivery.consumer import Consumer
+from ..learners.checkpoints import load_latest
+from ..learners.predictor import Predictor
 from .streaming import StreamingFunction, streaming
 
 __all__ = ["Consumer", "StreamingFunction", "streaming", "Predictor", "load_latest"]
@@ -10,7 +12,7 @@ __all__ = ["Consumer", "StreamingFunction", "streaming", "Predictor", "load_late
 def __getattr__(name: str):
     # Learners import numpy/scikit-learn machinery; load them on first use.
     if name in ("OnlineLinearRegression", "OnlineKMeans", "PartialFit", "Learner"):
-        from . import learners
+        from .. import learners
 
         return getattr(learners, name)
     raise AttributeError(name)

@@ -3,75 +3,19 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Callable, Iterator
 
 from ..client import connect
-from ..stream import Stream
-from ..emitters import (CountWindow, Emitter, FixedTimeWindow, RelaxedTimeWindow, SessionWindow,
-                        SlidingCountWindow, SlidingTimeWindow)
+from ..delivery.consumer import Consumer
+from ..delivery.keys import check_key
+from ..delivery.workers import check_workers
+from ..emitters import Emitter
 from ..errors import ConsumerError
-from ..keyed import check_key
-from ..names import check_name, did_you_mean
-from .runtime import Consumer, check_workers
-
-
-def _emitter(size, interval, relaxed, emitter, timeout, grace, max_size, step=None, every=None,
-             gap=None) -> Emitter:
-    chosen = [x is not None for x in (size, interval, gap, emitter)]
-    if sum(chosen) > 1:
-        raise ConsumerError("give one of size=, interval=, gap= or emitter=")
-    if step is not None or every is not None or gap is not None:
-        return _sliding_or_session(size, interval, relaxed, timeout, grace, max_size, step, every, gap)
-    if emitter is not None:
-        if not isinstance(emitter, Emitter) and not hasattr(emitter, "select"):
-            raise ConsumerError(f"emitter= must be an Emitter, not {type(emitter).__name__}")
-        if relaxed or timeout is not None or grace is not None:
-            raise ConsumerError("relaxed=, timeout= and grace= do not apply to a custom emitter")
-        return emitter
-    if interval is not None:
-        if timeout is not None:
-            raise ConsumerError("timeout= applies to count windows (size=), not to time windows")
-        if relaxed:
-            if grace is not None:
-                raise ConsumerError("grace= applies to fixed time windows, not relaxed ones")
-            return RelaxedTimeWindow(interval, max_size=max_size)
-        return FixedTimeWindow(interval, **({} if grace is None else {"grace": grace}))
-    if relaxed:
-        raise ConsumerError("relaxed=True needs interval=")
-    if grace is not None:
-        raise ConsumerError("grace= applies to fixed time windows (interval=)")
-    return CountWindow(1 if size is None else size, timeout=timeout)
-
-
-def _sliding_or_session(size, interval, relaxed, timeout, grace, max_size, step, every, gap) -> Emitter:
-    """``size=N, step=S`` → SlidingCountWindow; ``interval=T, every=S`` → SlidingTimeWindow;
-    ``gap=G`` → SessionWindow (exactly one of the three; the caller checked the rest)."""
-    if relaxed:
-        raise ConsumerError("relaxed=True does not apply to sliding or session windows")
-    if timeout is not None:
-        raise ConsumerError("timeout= applies to tumbling count windows (size= without step=)")
-    if step is not None and size is None:
-        raise ConsumerError("step= makes sliding count windows: give it with size= (size=N, step=S)")
-    if every is not None and interval is None:
-        raise ConsumerError("every= makes sliding time windows: give it with interval= (interval=T, every=S)")
-    if gap is not None:
-        if grace is not None:
-            raise ConsumerError("grace= applies to time windows (interval=), not to session windows")
-        return SessionWindow(gap, max_size=max_size)
-    if max_size is not None:
-        raise ConsumerError("max_size= applies to relaxed and session windows, not to sliding ones")
-    if size is not None:
-        if grace is not None:
-            raise ConsumerError("grace= applies to time windows (interval=), not to count windows")
-        return SlidingCountWindow(size, step)
-    return SlidingTimeWindow(interval, every, **({} if grace is None else {"grace": grace}))
-
-
-def _is_url_sink(sink: str) -> bool:
-    return isinstance(sink, str) and "://" in sink
+from ..hooks import ConnectedSink
+from ..names import check_name
+from ..options import check_option_names, split_options
 
 
 def _url_sink(sink: str):
@@ -96,40 +40,20 @@ class StreamingFunction:
     running consumer from another thread after its current window.
     """
 
-    def __init__(self, name: str, *, size: int | None = None, interval: float | None = None,
-                 relaxed: bool = False, emitter: Emitter | None = None, timeout: float | None = None,
-                 grace: float | None = None, max_size: int | None = None, step: int | None = None,
-                 every: float | None = None, gap: float | None = None, group: str = "default",
-                 start: str | int = "earliest", sink: str | None = None, blocking: bool = True,
-                 lease: float = 30.0, max_retries: int = 3, max_windows: int | None = None,
-                 time_field: str | None = None, url: str | None = None, poll: float | None = None,
-                 retry_delay: float = 0.5, retry_max_delay: float = 30.0, workers: int = 1,
-                 key: str | None = None):
+    def __init__(self, name: str, **options: Any):
+        """``options``: those of :func:`streaming` (:mod:`streamlog.options` defines them)."""
         check_name(name)
-        check_name(group, "group")
-        if sink is not None and not _is_url_sink(sink):
-            check_name(sink, "sink stream")
-        if not isinstance(lease, (int, float)) or lease <= 0:
-            raise ConsumerError(f"lease must be a positive number of seconds, not {lease!r}")
-        if not isinstance(max_retries, int) or max_retries < 0:
-            raise ConsumerError(f"max_retries must be an integer >= 0, not {max_retries!r}")
-        for option, value in (("retry_delay", retry_delay), ("retry_max_delay", retry_max_delay)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 86_400:
-                raise ConsumerError(f"{option} must be a number of seconds >= 0, not {value!r}")
-        if max_windows is not None and (not isinstance(max_windows, int) or max_windows < 1):
-            raise ConsumerError(f"max_windows must be a positive integer, not {max_windows!r}")
-        if start not in ("earliest", "latest") and not (isinstance(start, int) and start >= 0):
-            raise ConsumerError(f"start must be 'earliest', 'latest' or an offset >= 0, not {start!r}")
-        check_workers(workers)
-        self.emitter = _emitter(size, interval, relaxed, emitter, timeout, grace, max_size, step, every, gap)
-        check_key(key, emitter=self.emitter)
-        self.client = connect(url)
+        window, consumer = split_options(options)
+        consumer.validate()
+        check_workers(consumer.workers)
+        self.emitter = window.build_emitter()
+        check_key(window.key, emitter=self.emitter)
+        self.window_options, self.consumer_options = window, consumer
+        self.client = connect(consumer.url)
         self.stream = self.client.stream(name)
-        self.sink = None if sink is None else _url_sink(sink) if _is_url_sink(sink) else self.client.stream(sink)
-        self.options = dict(group=group, start=start, blocking=blocking, lease=lease,
-                            max_retries=max_retries, max_windows=max_windows, time_field=time_field, poll=poll,
-                            retry_delay=retry_delay, retry_max_delay=retry_max_delay, workers=workers,
-                            key=key)
+        sink = consumer.sink
+        self.sink = None if sink is None else _url_sink(sink) if consumer.sink_is_url else self.client.stream(sink)
+        self.options: dict[str, Any] = consumer.delivery(window)  # the Consumer's keyword options
         self.consumer: Consumer | None = None
         self._stopped = False
 
@@ -141,7 +65,7 @@ class StreamingFunction:
         try:
             return self.consumer.run()
         finally:
-            if self.sink is not None and not isinstance(self.sink, Stream):  # a URL sink: disconnect
+            if isinstance(self.sink, ConnectedSink):  # a URL sink: disconnect
                 self.sink.close()
 
     __call__ = apply
@@ -160,15 +84,12 @@ class StreamingFunction:
 # a pipeline file's stage): ``@streaming`` then marks the function instead of running it.
 _deferring: ContextVar[bool] = ContextVar("streamlog_deferring", default=False)
 
-#: the options of the window strategy (the CLI's window flags replace all of them at once)
-WINDOW_OPTIONS = ("size", "interval", "relaxed", "emitter", "timeout", "grace", "max_size", "step", "every", "gap")
-
 
 @contextmanager
 def deferred() -> Iterator[None]:
     """Within this block ``@streaming(...)`` does not consume: the decorated name is bound
     to a :class:`StreamingTarget` holding the function and the decorator's options (used
-    by :func:`streamlog.targets.load_target` while it imports the operator's module)."""
+    by :func:`streamlog.loading.load_decorated` while it imports the operator's module)."""
     token = _deferring.set(True)
     try:
         yield
@@ -222,26 +143,27 @@ class _Deferred:
         return getattr(self._function(), attribute)
 
 
-def _check_options(options: dict[str, Any]) -> None:
-    known = [p for p in inspect.signature(StreamingFunction.__init__).parameters if p not in ("self", "name")]
-    for option in options:
-        if option not in known:
-            raise ConsumerError(f"streaming() has no option {option!r}{did_you_mean(option, known)}")
-
-
 def streaming(name: str, size: int | None = None, interval: float | None = None, relaxed: bool = False,
               emitter: Emitter | None = None, **options) -> StreamingFunction:
     """Consume windows of the stream ``name``.
 
+    Every option is a field of :class:`~streamlog.options.WindowOptions` or
+    :class:`~streamlog.options.ConsumerOptions` (:mod:`streamlog.options`, where each is
+    defined once; ``streamlog run`` takes each as a flag and a pipeline file as a stage
+    key). An unknown option is a :class:`ConsumerError` suggesting the closest one.
+
     Window strategy: ``size=N`` → :class:`CountWindow` (``timeout=`` seconds for partial
     windows); ``interval=T`` → :class:`FixedTimeWindow` (``grace=``); ``interval=T,
-    relaxed=True`` → :class:`RelaxedTimeWindow`; ``size=N, step=S`` →
+    relaxed=True`` → :class:`RelaxedTimeWindow` (``max_size=``); ``size=N, step=S`` →
     :class:`SlidingCountWindow` (every S new items, the last N); ``interval=T, every=S``
     → :class:`SlidingTimeWindow` (every S seconds, the last T seconds; ``grace=``);
     ``gap=G`` → :class:`SessionWindow` (closes after G seconds without an item;
     ``max_size=``); ``emitter=`` → your own; none → one item per window. Sliding
     windows claim and commit only their new items and re-read the rest from the log
     (``window.history`` leading items), so a redelivered window is the same.
+    ``key`` (an item field: each value gets its own windows with the same boundary
+    rules, and ``window.key``; see docs/consumers.md, "Keyed windows"), ``time_field``
+    (event time).
 
     Options: ``group`` (consumer group, default ``"default"``), ``start``
     (``"earliest"``/``"latest"``/offset, for a new group), ``sink`` (stream that receives
@@ -250,10 +172,9 @@ def streaming(name: str, size: int | None = None, interval: float | None = None,
     then return — for cron), ``max_windows``, ``lease`` (seconds, default 30),
     ``max_retries`` (default 3), ``retry_delay`` / ``retry_max_delay`` (seconds: a failed
     window is retried after ``retry_delay · 2^(attempt-1)``, capped, with jitter; default
-    0.5 / 30; 0 retries at once), ``time_field`` (event time), ``url``, ``workers`` (up to N
-    windows in flight at once on N threads, committed in any order; default 1), ``key``
-    (an item field: each value gets its own windows with the same boundary rules, and
-    ``window.key``; see docs/consumers.md, "Keyed windows").
+    0.5 / 30; 0 retries at once), ``poll`` (the longest sleep between probes, seconds),
+    ``url``, ``workers`` (up to N windows in flight at once on N threads, committed in any
+    order; default 1).
 
     As a decorator it runs the consumer at once and the decorated name is bound to the
     number of windows processed::
@@ -267,7 +188,7 @@ def streaming(name: str, size: int | None = None, interval: float | None = None,
     standing in for the flags it was not given (see docs/cli.md, ``streamlog run``).
     """
     options.update(size=size, interval=interval, relaxed=relaxed, emitter=emitter)
-    _check_options(options)
+    check_option_names(options)
     if _deferring.get():
         check_name(name)
         return _Deferred(name, options)  # type: ignore[return-value]

@@ -33,7 +33,9 @@ class CountWindow(Emitter):
         if not batch:
             return Wait(pending=1)  # the first item starts the timeout clock
         # The oldest item's append time, not its event time: the timeout bounds how long it waits here.
-        deadline = pending.appended_at(0) + round(self.timeout * 1000)
+        oldest = pending.appended_at(0)
+        assert oldest is not None  # the batch holds it
+        deadline = oldest + round(self.timeout * 1000)
         if now >= deadline:
             return Emit(len(batch))
         return Wait(until=deadline, pending=self.size)

@@ -65,7 +65,9 @@ class SessionWindow(Emitter):
             n += 1
         if cap is not None and n >= cap:
             return Emit(n, first, latest + self._g)
-        deadline = pending.appended_at(n - 1) + self._g
+        newest = pending.appended_at(n - 1)
+        assert newest is not None  # the n items were read above
+        deadline = newest + self._g
         if now >= deadline:
             return Emit(n, first, latest + self._g)
         return Wait(until=deadline, pending=n + 1)

@@ -106,6 +106,7 @@ class SlidingTimeWindow(Emitter):
         return self._steps.select(pending, now)
 
     def lookback(self, claim: Claim) -> Lookback:
+        assert claim.start is not None and claim.end is not None  # a time window's claim has both
         step = (claim.end - claim.start) // claim.windows
         since = claim.start + step - self._span  # the first window's start
         if since >= claim.start:  # interval == every: the windows are the steps themselves

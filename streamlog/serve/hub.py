@@ -9,8 +9,8 @@ the keys that have subscribers and wakes exactly the followers whose key changed
   nil, wake-up well under a millisecond; it also probes once a second regardless;
 * MongoDB: it polls, one cheap query per watched key, every 1 ms rising to the store's
   ``max_poll`` (10 ms) while news keeps coming, up to ``idle_poll`` (100 ms) after a
-  second of quiet — the consumer runtime's schedule, paid once per app however many
-  followers there are.
+  second of quiet — the consumer runtime's schedule (:mod:`streamlog.polling`), paid
+  once per app however many followers there are.
 
 A follower records :meth:`Hub.version` *before* it reads, and waits for a different
 one: an item that lands after its read always wakes it (no lost wake-up). A key's first
@@ -26,12 +26,11 @@ import threading
 import time
 from typing import Any, Callable, Hashable
 
-from ..consumers.runtime import poll_cap
 from ..errors import StreamlogError
+from ..polling import FULL_PROBE_EVERY, poll_cap
 
 log = logging.getLogger("streamlog.serve")
 
-FULL_PROBE_EVERY = 1.0  # seconds: probe even when the file watch saw nothing
 _MISSING = object()
 
 

@@ -39,8 +39,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from ..delivery.groups import processed_floor
 from ..errors import StreamlogError, UnknownStreamError
-from ..groups import processed_floor
 from ..items import now_ms
 from .context import Service, service
 from .responses import APIError, error_response, json_response

@@ -13,8 +13,8 @@
   1,000 windows, kept in the store with the model (so a page opened late, or after a
   restart, draws the whole curve).
 
-Models are rebuilt from checkpoints by the predict stages' loader
-(:func:`streamlog.consumers.predict.load_latest`: plain data and allow-listed classes,
+Models are rebuilt from checkpoints by the one loader of learners
+(:func:`streamlog.learners.checkpoints.load_latest`: plain data and allow-listed classes,
 nothing named by the data is imported or run) and cached per model; every request first
 makes one cheap read of the newest checkpoint's version and reloads when it changed, so
 an answer always comes from the newest checkpoint.
@@ -52,13 +52,13 @@ class ModelCache:
 
     def version(self, stream: str, group: str, name: str) -> tuple[int, int] | None:
         """``(seq, saved_ms)`` of the newest checkpoint (one cheap read), or None."""
-        from ..consumers.predict import latest_version
+        from ..learners.checkpoints import latest_version
 
         return latest_version(self.client, stream, group, name)
 
     def get(self, stream: str, group: str, name: str):
-        """The :class:`~streamlog.consumers.predict.Loaded` newest checkpoint; 404 when there is none."""
-        from ..consumers.predict import load_latest
+        """The :class:`~streamlog.learners.checkpoints.Loaded` newest checkpoint; 404 when there is none."""
+        from ..learners.checkpoints import load_latest
 
         key = (stream, group, name)
         version = self.version(*key)
@@ -100,21 +100,15 @@ def predictions(learner, rows: list[dict]) -> list:
     (k-means). A missing feature or a value that is not a finite number is a 400 naming it."""
     import numpy as np
 
-    from ..consumers.learners import OnlineKMeans
-    from ..consumers.learners.data import matrix
-
-    X = matrix(learner.name, rows, learner.features, where="the rows")
+    X = learner.feature_matrix(rows, where="the rows", owner=learner.name)
     bad = np.argwhere(~np.isfinite(X))
     if len(bad):
         row, col = (int(i) for i in bad[0])
         feature = learner.features[col]
         raise APIError(400, f"row {row}: feature {feature!r} is {rows[row].get(feature)!r}, not a finite number")
-    if isinstance(learner, OnlineKMeans):
-        distances = learner.transform(X)
-        clusters = distances.argmin(axis=1)
-        nearest = distances[np.arange(len(X)), clusters]
-        return [{"cluster": c, "distance": d} for c, d in zip(clusters.tolist(), nearest.tolist())]
-    return np.asarray(learner.predict(X)).tolist()
+    # the fields of each prediction record; a lone "prediction" is answered as its bare value
+    return [fields["prediction"] if fields.keys() == {"prediction"} else fields
+            for fields in learner.predictions(X)]
 
 
 def list_models(svc: Service) -> list[dict]:

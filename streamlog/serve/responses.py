@@ -21,8 +21,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..config import mask_url
-from ..errors import (BadItemError, BadNameError, ConsumerError, NoDatabaseError, StreamlogError,
-                      UnknownGroupError, UnknownStreamError, UnreachableError)
+from ..errors import (
+    BadItemError,
+    BadNameError,
+    ConsumerError,
+    NoDatabaseError,
+    StreamlogError,
+    UnknownGroupError,
+    UnknownStreamError,
+    UnreachableError,
+)
 from ..items import to_jsonable
 
 log = logging.getLogger("streamlog.serve")

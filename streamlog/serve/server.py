@@ -10,46 +10,37 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import sys
-import threading
 from typing import Callable
 
 import uvicorn
 
-from ..bridges.tcp import is_loopback
 from ..config import mask_url
-from ..errors import StreamlogError
+from ..listening import DEFAULT_HOST, check_exposure, listening_socket
+from ..stopping import graceful_stop
 from .context import DEFAULT_MAX_BODY
 
-DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 GRACE = 5  # seconds requests in flight get to finish on shutdown
 
 
 def check_bind(host: str, token: str | None, insecure: bool) -> str | None:
-    """Refuse a non-loopback ``host`` without a token unless ``insecure``; returns the
-    warning to print when serving openly."""
-    if is_loopback(host) or token is not None:
-        return None
-    if not insecure:
-        raise StreamlogError(f"refusing to serve on {host}, which is not a loopback address, without a token: "
-                             "give --token (or $STREAMLOG_TOKEN), or --insecure to serve anyone who can reach it")
-    return (f"serving on {host} WITHOUT a token (--insecure): anyone who can reach this port can read, "
-            "append to and follow every stream")
+    """The exposure rule of :mod:`streamlog.listening` for HTTP: a non-loopback ``host``
+    needs a token unless ``insecure``; returns the warning to print when serving openly,
+    raises :class:`~streamlog.errors.StreamlogError` when refused."""
+    return check_exposure(
+        host, guarded=token is not None, insecure=insecure,
+        refusal=f"refusing to serve on {host}, which is not a loopback address, without a token: "
+                "give --token (or $STREAMLOG_TOKEN), or --insecure to serve anyone who can reach it",
+        warning=f"serving on {host} WITHOUT a token (--insecure): anyone who can reach this port can read, "
+                "append to and follow every stream")
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (IPv4 or IPv6; port 0: a free one)."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        raise StreamlogError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    """A listening socket on ``host:port`` (:func:`streamlog.listening.listening_socket`),
+    inheritable as uvicorn expects of the sockets it is given."""
+    sock = listening_socket(host, port)
     sock.set_inheritable(True)
     return sock
 
@@ -92,7 +83,9 @@ class _Server(uvicorn.Server):
     """uvicorn's server that announces itself once it listens (its signal handlers are in
     place by then), ends live followers before it waits for requests to finish (an SSE
     response never finishes by itself), and after SIGTERM or Ctrl-C returns normally
-    (exit code 0, as streamlog's other long-running commands) instead of re-raising it."""
+    (exit code 0, as streamlog's other long-running commands) instead of re-raising it.
+    Its handlers are :func:`streamlog.stopping.graceful_stop`'s, calling uvicorn's
+    ``handle_exit``: the first signal stops gracefully, a second Ctrl-C forces the exit."""
 
     def __init__(self, config: uvicorn.Config, hub, on_started: Callable[[], None]):
         super().__init__(config)
@@ -110,12 +103,5 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self):
-        if threading.current_thread() is not threading.main_thread():
+        with graceful_stop(lambda signum: self.handle_exit(signum, None)):
             yield
-            return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)

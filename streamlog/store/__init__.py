@@ -15,11 +15,11 @@ def open_store(url: str, timeout: float | None = None, create: bool = True) -> S
     ``create=False`` (read-only use) never creates anything: an embedded database file
     that does not exist raises :class:`~streamlog.errors.NoDatabaseError`.
     """
-    target = parse_url(url)
-    if target.kind == "mongodb":
+    location = parse_url(url)
+    if location.kind == "mongodb":
         from .mongo import MongoStore
 
-        return MongoStore(target.url, target.database, timeout=timeout or connect_timeout())
+        return MongoStore(location.url, location.database, timeout=timeout or connect_timeout())
     from .sqlite import SQLiteStore
 
-    return SQLiteStore(target.url, target.path, create=create)
+    return SQLiteStore(location.url, location.path, create=create)

@@ -41,6 +41,15 @@ ACTIVE, FAILED, COMMITTED, DEAD = "active", "failed", "committed", "dead"
 # (``reset``), or the group was deleted and its chain ends here (``deleted``).
 RESET, DELETED = "reset", "deleted"
 OPEN_STATES = (ACTIVE, FAILED)
+# What a record of a group's chain is (:attr:`Claim.kind`): a window's claim, a keyed
+# group's key-discovery claim (see streamlog.delivery.keyed), or one of the operator's
+# markers above (their kind is their state).
+WINDOW, DISCOVERY = "window", "discovery"
+#: closed claims are kept this long (ms) after their creation before ``trim`` may forget
+#: them, well above the minute a consumer trusts its cached chain head
+#: (streamlog.delivery.chain.HEAD_CACHE_MS): every claim a live consumer could still be
+#: building on stays
+CLAIM_RETENTION_MS = 3_600_000
 #: the group every stream has from its creation, seeing every item (start 0)
 DEFAULT_GROUP = "default"
 #: learner checkpoints kept per (stream, group, model): the newest this many versions
@@ -94,9 +103,9 @@ class Group:
     created: int  # ms
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Claim:
-    """One attempt at one window of a group.
+    """One attempt at one window of a group (built with keyword arguments only).
 
     The window is identified by ``(stream, group, seq)``; ``seq`` increases by one
     along the group's chain of windows. ``attempt`` counts deliveries of that window
@@ -104,6 +113,9 @@ class Claim:
     ``hi < lo``) and, for time windows, the interval ``[start, end)``; ``windows``
     is the number of consecutive fixed-time windows it holds (a run of empty windows
     after a gap is claimed in one go).
+
+    ``epoch`` is set on key-discovery records only (:data:`DISCOVERY`): the reset of
+    the discovery chain they were built on. :attr:`kind` tells the record kinds apart.
     """
 
     stream: str
@@ -121,6 +133,14 @@ class Claim:
     state: str = ACTIVE
     error: str | None = None
     created: int = 0  # ms
+    epoch: int | None = None
+
+    @property
+    def kind(self) -> str:
+        """:data:`WINDOW`, :data:`DISCOVERY`, :data:`RESET` or :data:`DELETED`."""
+        if self.state in (RESET, DELETED):
+            return self.state
+        return WINDOW if self.epoch is None else DISCOVERY
 
     @property
     def key(self) -> tuple[str, str, int, int]:
@@ -401,5 +421,5 @@ class Store(ABC):
         """Raise if the database cannot be reached now (a quick check, no retries)."""
         self.streams()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a store holding no connection has nothing to release
         """Release connections."""

@@ -13,8 +13,9 @@ Data model (see docs/architecture.md):
   :data:`~streamlog.store.base.KEEP_MODEL_HISTORY` windows), written in one transaction;
 * in the companion file ``<database>-claims``: ``claims(sid, grp, seq, attempt, …)``
   with primary key ``(sid, grp, seq, attempt)`` (the arbitration key) and a partial
-  index on open attempts by lease. A separate file has its own write lock, so a long
-  producer transaction never delays a lease renewal or a commit.
+  index on open attempts by lease (:mod:`streamlog.store.sqlite_claims`). A separate
+  file has its own write lock, so a long producer transaction never delays a lease
+  renewal or a commit.
 
 Both files are created readable by their owner only (0600, in a 0700 directory when
 streamlog creates it). ``create=False`` (read-only commands) never creates anything.
@@ -34,15 +35,27 @@ import threading
 from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
 from ..errors import BadURLError, NoDatabaseError, UnknownStreamError, UnreachableError
 from ..items import decode, encode, now_ms
-from .base import (COMMITTED, DEFAULT_GROUP, FAILED, KEEP_MODEL_HISTORY, KEEP_MODEL_VERSIONS, KEY_WINDOW_MS, OPEN_STATES, Batch,
-                   Claim, Group, Once, Store, StreamRecord, offset_ranges, range_offsets)
+from .base import (
+    DEFAULT_GROUP,
+    KEEP_MODEL_HISTORY,
+    KEEP_MODEL_VERSIONS,
+    KEY_WINDOW_MS,
+    Batch,
+    Group,
+    Once,
+    Store,
+    StreamRecord,
+    offset_ranges,
+    range_offsets,
+)
+from .sqlite_claims import SQLiteClaims
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -87,35 +100,6 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created);
 """
 
-# Claims live in a companion file, "<database>-claims": a producer's long write
-# transaction on the items (a 400k-item extend holds the write lock for seconds) must
-# never hold up a consumer renewing its lease, claiming or committing a window.
-_CLAIMS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS claims (
-    sid INTEGER NOT NULL,
-    grp TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    attempt INTEGER NOT NULL,
-    lo INTEGER NOT NULL,
-    hi INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    ws INTEGER,
-    we INTEGER,
-    windows INTEGER NOT NULL,
-    owner TEXT NOT NULL,
-    lease INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    open INTEGER NOT NULL,
-    error TEXT,
-    created INTEGER NOT NULL,
-    PRIMARY KEY (sid, grp, seq, attempt)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS claims_open ON claims (sid, grp, lease) WHERE open = 1;
-"""
-
-_CLAIM_COLUMNS = "grp, seq, attempt, lo, hi, n, ws, we, windows, owner, lease, state, error, created"
-
-
 def _create_private(path: Path) -> None:
     """Create ``path`` (and a missing parent directory, 0700) readable by its owner only."""
     if path.exists():
@@ -125,7 +109,7 @@ def _create_private(path: Path) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteClaims, Store):
     """A :class:`Store` in one SQLite file (see the module docstring for the layout)."""
 
     max_poll = 0.005
@@ -158,22 +142,9 @@ class SQLiteStore(Store):
                         con.execute(statement)
             ccon = self._ccon()
             with self._write(ccon):
-                for statement in _CLAIMS_SCHEMA.split(";"):
-                    if statement.strip():
-                        ccon.execute(statement)
-                if fresh_claims:
-                    self._migrate_claims(con, ccon)
+                self._prepare_claims_file(con, ccon, fresh_claims)
         except (sqlite3.Error, OSError) as exc:
             raise UnreachableError(f"cannot open the database file {self.path}: {exc}") from None
-
-    @staticmethod
-    def _migrate_claims(con: sqlite3.Connection, ccon: sqlite3.Connection) -> None:
-        """Databases written before the claims file existed kept claims in the main file."""
-        if con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='claims'").fetchone():
-            rows = con.execute("SELECT * FROM claims").fetchall()
-            ccon.executemany("INSERT OR IGNORE INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-            with SQLiteStore._write_on(con):
-                con.execute("DROP TABLE claims")
 
     # -- connections -----------------------------------------------------------
 
@@ -401,18 +372,21 @@ class SQLiteStore(Store):
 
         return self._items_call(name, run)
 
+    def _scalar(self, name: str, query: str, *args) -> Any:
+        """One value of a query over the stream's items table (``{items}`` names it)."""
+        return self._items_call(name, lambda sid: self._con().execute(query.format(items=f"items_{sid}"),
+                                                                      args).fetchone()[0])
+
     def last_offset(self, name: str) -> int | None:
-        return self._items_call(name, lambda sid: self._con().execute(f"SELECT max(off) FROM items_{sid}").fetchone()[0])
+        return self._scalar(name, "SELECT max(off) FROM {items}")
 
     def first_offset(self, name: str) -> int | None:
-        return self._items_call(name, lambda sid: self._con().execute(f"SELECT min(off) FROM items_{sid}").fetchone()[0])
+        return self._scalar(name, "SELECT min(off) FROM {items}")
 
     def count(self, name: str, after: int | None = None) -> int:
         if after is None:
-            return self._items_call(name, lambda sid: self._con().execute(f"SELECT count(*) FROM items_{sid}").fetchone()[0])
-        return self._items_call(
-            name, lambda sid: self._con().execute(f"SELECT count(*) FROM items_{sid} WHERE off > ?", (after,)).fetchone()[0]
-        )
+            return self._scalar(name, "SELECT count(*) FROM {items}")
+        return self._scalar(name, "SELECT count(*) FROM {items} WHERE off > ?", after)
 
     def _trim_bound(self, name: str, wait: bool) -> int | None:
         # No fence: an append reads max(off) under the write lock, so it never reuses
@@ -455,95 +429,6 @@ class SQLiteStore(Store):
             con.execute("DELETE FROM groups WHERE sid=? AND name=?", (sid, group))
         with self._write(self._ccon()) as con:
             con.execute("DELETE FROM claims WHERE sid=? AND grp=? AND seq < ?", (sid, group, below_seq))
-
-    # -- claims ---------------------------------------------------------------
-
-    def claim(self, claim: Claim) -> bool:
-        sid = self._need(claim.stream)
-        try:
-            with self._write(self._ccon()) as con:
-                con.execute(
-                    "INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (sid, claim.group, claim.seq, claim.attempt, claim.lo, claim.hi, claim.count,
-                     claim.start, claim.end, claim.windows, claim.owner, claim.lease, claim.state,
-                     int(claim.state in OPEN_STATES), claim.error, claim.created or now_ms()),
-                )
-        except sqlite3.IntegrityError:
-            return False
-        return True
-
-    def _claims(self, name: str, rows) -> list[Claim]:
-        return [
-            Claim(name, g, q, k, lo, hi, n, ws, we, w, owner, lease, state, error, created)
-            for g, q, k, lo, hi, n, ws, we, w, owner, lease, state, error, created in rows
-        ]
-
-    def last_claim(self, name: str, group: str) -> Claim | None:
-        sid = self._need(name)
-        rows = self._ccon().execute(
-            f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND grp=? ORDER BY seq DESC, attempt DESC LIMIT 1",
-            (sid, group),
-        ).fetchall()
-        return self._claims(name, rows)[0] if rows else None
-
-    def _update(self, claim: Claim, sql: str, args: tuple) -> None:
-        sid = self._need(claim.stream)
-        # One autocommit statement: it takes the claims file's write lock by itself.
-        self._ccon().execute(f"UPDATE claims SET {sql} WHERE sid=? AND grp=? AND seq=? AND attempt=?",
-                             (*args, sid, claim.group, claim.seq, claim.attempt))
-
-    def renew(self, claim: Claim, lease: int) -> None:
-        self._update(claim, "lease=?", (lease,))
-
-    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> bool:
-        sid = self._need(claim.stream)
-        c = claim
-        with self._write(self._ccon()) as con:
-            try:  # the seal: the next attempt's key, closed
-                con.execute(
-                    "INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?,0,?,?)",
-                    (sid, c.group, c.seq, c.attempt + 1, c.lo, c.hi, c.count, c.start, c.end, c.windows,
-                     c.owner, state, error, now_ms()))
-            except sqlite3.IntegrityError:
-                return False  # a newer attempt took the window over
-            con.execute("UPDATE claims SET state=?, open=0, error=? WHERE sid=? AND grp=? AND seq=? AND attempt=?",
-                        (state, error, sid, c.group, c.seq, c.attempt))
-        return True
-
-    def release(self, claim: Claim, error: str, retry_at: int = 0) -> None:
-        self._update(claim, "state=?, lease=?, error=?", (FAILED, retry_at, error))
-
-    def supersede(self, claim: Claim) -> None:
-        self._update(claim, "open=0", ())
-
-    def expired(self, name: str, group: str, now: int, limit: int = 10) -> list[Claim]:
-        sid = self._need(name)
-        rows = self._ccon().execute(
-            f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND grp=? AND open=1 AND lease < ? "
-            "ORDER BY seq, attempt LIMIT ?",
-            (sid, group, now, limit),
-        ).fetchall()
-        return self._claims(name, rows)
-
-    def open_claims(self, name: str, group: str | None = None) -> list[Claim]:
-        sid = self._need_fresh(name)
-        if group is None:
-            rows = self._ccon().execute(
-                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND open=1 ORDER BY grp, seq, attempt", (sid,))
-        else:
-            rows = self._ccon().execute(
-                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE sid=? AND grp=? AND open=1 ORDER BY seq, attempt",
-                (sid, group))
-        return self._claims(name, rows.fetchall())
-
-    def forget_claims(self, name: str, below: int, older_than: int) -> int:
-        sid = self._need(name)
-        with self._write(self._ccon()) as con:
-            return con.execute(
-                "DELETE FROM claims WHERE sid=? AND open=0 AND hi < ? AND created < ? "
-                "AND seq < (SELECT max(c.seq) FROM claims c WHERE c.sid=claims.sid AND c.grp=claims.grp)",
-                (sid, below, older_than),
-            ).rowcount
 
     # -- models ---------------------------------------------------------------
 

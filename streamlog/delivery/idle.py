@@ -1,0 +1,97 @@
+"""Idle waiting: how a consumer with nothing to claim notices new items, a deadline, a
+window to take over or a retry that fell due — quickly, without burning CPU.
+
+With a file watch (embedded backend on Linux) the consumer sleeps until another process
+writes the database. Otherwise it probes with a back-off from 1 ms to the store's
+``max_poll``, then on the idle schedule of :mod:`streamlog.polling` (shared with the HTTP
+server's followers): every probe costs the client a driver round trip, which is what an
+idle consumer's CPU is made of.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from ..items import now_ms
+from ..polling import FULL_PROBE_EVERY, poll_cap
+from ..store.base import Store
+from .cursor import DeliveryCursor, Waiting
+
+#: how often a consumer looks for windows whose lease expired (seconds, at most)
+RECLAIM_EVERY = 1.0
+#: a sleeping consumer checks for stop() at least this often (seconds)
+STOP_CHECK = 0.1
+
+
+class IdleWait:
+    """Sleeps a consumer until there may be work (see the module doc).
+
+    ``retry_due(now)`` tells whether a window the consumer released is due for its retry;
+    ``stop`` ends any wait at once."""
+
+    def __init__(self, cursor: DeliveryCursor, store: Store, watch: Any, stop: threading.Event, *,
+                 lease: float, max_poll: float, idle_poll: float, retry_due: Callable[[int], bool]):
+        self.cursor = cursor
+        self.store = store
+        self.watch = watch
+        self.stop = stop
+        self.reclaim_every = min(RECLAIM_EVERY, lease / 4)
+        self.max_poll = max_poll
+        self.idle_poll = idle_poll
+        self.retry_due = retry_due
+
+    def wait(self, waiting: Waiting) -> None:
+        """Sleep until the emitter's deadline, until enough new items are pending, until a
+        window waits to be taken over or a released one is due, or until stopped."""
+        store, watch = self.store, self.watch
+        wait = waiting.wait
+        want = wait.pending if wait.pending is not None else (1 if wait.until is None else None)
+        seen = waiting.seen
+        version = store.version()
+        started = time.monotonic()
+        next_full = started + FULL_PROBE_EVERY
+        next_reclaim = started + self.reclaim_every
+        interval = 0.001
+        while not self.stop.is_set():
+            now = now_ms()
+            if wait.until is not None and now >= wait.until:
+                return
+            if self.retry_due(now):
+                return  # a window a worker (or a key) released is due for its retry
+            if time.monotonic() >= next_reclaim:
+                # A window whose consumer died must be taken over even while no new item
+                # comes: look for expired claims as often as the main loop does.
+                next_reclaim = time.monotonic() + self.reclaim_every
+                if self.cursor.reclaimable(now):
+                    return
+            if want is not None:
+                full = time.monotonic() >= next_full
+                if full:
+                    next_full = time.monotonic() + FULL_PROBE_EVERY
+                changed = True
+                if version is not None:
+                    current = store.version()
+                    changed, version = current != version, current
+                if changed or full:
+                    ready, newer = self.cursor.probe(waiting.after, seen, want)
+                    if ready:
+                        return
+                    if newer != seen:
+                        seen, started, interval = newer, time.monotonic(), 0.001
+            left = None if wait.until is None else max(0.0, (wait.until - now) / 1000)
+            if watch is not None or want is None:
+                # Sleep until a write (or the deadline); wake at least every STOP_CHECK to
+                # notice stop() and to run the periodic full probe.
+                timeout = STOP_CHECK if left is None else min(left, STOP_CHECK)
+                if watch is not None and want is not None:
+                    watch.wait(min(timeout, max(0.0, next_full - time.monotonic())))
+                else:
+                    self.stop.wait(timeout)
+                continue
+            # The cap doubles with every idle second, from max_poll up to idle_poll.
+            idle = time.monotonic() - started
+            cap = poll_cap(self.max_poll, self.idle_poll, idle)
+            time.sleep(interval if left is None else min(interval, left))
+            interval = min(interval * 2, cap)

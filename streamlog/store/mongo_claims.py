@@ -1,0 +1,151 @@
+"""The claims of the MongoDB backend: the collection ``claims.<stream>``, the claim
+operations of the store contract and their document mapping (:class:`MongoClaims`, part of
+:class:`~streamlog.store.mongo.MongoStore`).
+
+A document is one :class:`~streamlog.store.base.Claim` attempt, ``_id``
+``"<group>/<seq:012>/<attempt>"``: ``g``, ``q``, ``k`` its group, seq and attempt, ``lo``/``hi``
+its offsets, ``n`` its count, ``ws``/``we`` its start/end, ``w`` its windows, ``open``
+whether its state is open, ``e`` a key-discovery record's epoch (absent otherwise). Its
+indexes, ``(g, q, k)`` for the chain head and ``(g, open, lease)`` for reclaiming, are
+made with the stream (``MongoStore.create_stream``).
+
+Coordination rests on ``_id`` uniqueness alone (see :mod:`streamlog.store.mongo`): a claim
+is the unique insert of its attempt, and a commit inserts the *next* attempt's ``_id`` as a
+closed seal, so a consumer whose lease ran out cannot commit over the attempt that took its
+window over. Every update is to an attempt only its owner writes, except ``supersede``,
+which is idempotent. A claim or seal applied before the connection dropped is recognised
+on the retry by its owner, state and creation time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from ..items import now_ms
+from .base import COMMITTED, FAILED, OPEN_STATES, Claim, Group
+from .mongo_retry import Outage, retried
+
+
+def _claim_id(group: str, seq: int, attempt: int) -> str:
+    return f"{group}/{seq:012d}/{attempt}"
+
+
+class MongoClaims:
+    """The claim operations of :class:`~streamlog.store.mongo.MongoStore`, on ``claims.<stream>``."""
+
+    if TYPE_CHECKING:  # provided by MongoStore
+        db: Database
+
+        def _outage(self) -> Outage: ...
+
+        def groups(self, name: str) -> list[Group]: ...
+
+    def _claims(self, name: str) -> Collection:
+        return self.db[f"claims.{name}"]
+
+    @staticmethod
+    def _claim_document(claim: Claim) -> dict:
+        """The document of a claim attempt (the module docstring maps its fields)."""
+        return {
+            "_id": _claim_id(claim.group, claim.seq, claim.attempt),
+            "g": claim.group, "q": claim.seq, "k": claim.attempt,
+            "lo": claim.lo, "hi": claim.hi, "n": claim.count,
+            "ws": claim.start, "we": claim.end, "w": claim.windows,
+            "owner": claim.owner, "lease": claim.lease, "state": claim.state,
+            "open": claim.state in OPEN_STATES, "error": claim.error, "created": claim.created or now_ms(),
+            **({} if claim.epoch is None else {"e": claim.epoch}),
+        }
+
+    @staticmethod
+    def _claim_from(name: str, d: dict) -> Claim:
+        """The :class:`Claim` a document of stream ``name`` records."""
+        return Claim(stream=name, group=d["g"], seq=d["q"], attempt=d["k"], lo=d["lo"], hi=d["hi"], count=d["n"],
+                     start=d.get("ws"), end=d.get("we"), windows=d.get("w", 1), owner=d.get("owner", ""),
+                     lease=d.get("lease", 0), state=d.get("state", ""), error=d.get("error"),
+                     created=d.get("created", 0), epoch=d.get("e"))
+
+    def _insert_owned(self, name: str, doc: dict) -> bool:
+        """Insert ``doc``; False on a duplicate ``_id`` — unless an earlier attempt of this
+        very insert was applied before the connection dropped (same owner, state, time)."""
+        outage = None
+        suspect = False
+        while True:
+            try:
+                self._claims(name).insert_one(doc)
+                return True
+            except DuplicateKeyError:
+                if not suspect:
+                    return False
+                found = self._stored_ownership(name, doc["_id"])
+                return found is not None and all(found.get(k) == doc[k] for k in ("owner", "state", "created"))
+            except PyMongoError as exc:
+                outage = outage or self._outage()
+                outage.wait(exc)
+                suspect = True
+
+    @retried
+    def _stored_ownership(self, name: str, key: str) -> dict | None:
+        return self._claims(name).find_one({"_id": key}, {"owner": 1, "state": 1, "created": 1})
+
+    def claim(self, claim: Claim) -> bool:
+        return self._insert_owned(claim.stream, self._claim_document(claim))
+
+    @retried
+    def last_claim(self, name: str, group: str) -> Claim | None:
+        doc = self._claims(name).find_one({"g": group}, sort=[("q", -1), ("k", -1)])
+        return None if doc is None else self._claim_from(name, doc)
+
+    @retried
+    def _update_attempt(self, claim: Claim, fields: dict) -> None:
+        self._claims(claim.stream).update_one(
+            {"_id": _claim_id(claim.group, claim.seq, claim.attempt)}, {"$set": fields})
+
+    def renew(self, claim: Claim, lease: int) -> None:
+        self._update_attempt(claim, {"lease": lease})
+
+    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> bool:
+        seal = self._claim_document(claim)
+        seal.update(_id=_claim_id(claim.group, claim.seq, claim.attempt + 1), k=claim.attempt + 1,
+                    state=state, open=False, lease=0, error=error, created=now_ms())
+        if not self._insert_owned(claim.stream, seal):
+            return False  # a newer attempt took the window over
+        self._update_attempt(claim, {"state": state, "open": False, "error": error})
+        return True
+
+    def release(self, claim: Claim, error: str, retry_at: int = 0) -> None:
+        self._update_attempt(claim, {"state": FAILED, "lease": retry_at, "error": error})
+
+    def supersede(self, claim: Claim) -> None:
+        self._update_attempt(claim, {"open": False})
+
+    @retried
+    def expired(self, name: str, group: str, now: int, limit: int = 10) -> list[Claim]:
+        docs = (self._claims(name).find({"g": group, "open": True, "lease": {"$lt": now}})
+                .sort([("q", 1), ("k", 1)]).limit(limit))
+        return [self._claim_from(name, d) for d in docs]
+
+    @retried
+    def open_claims(self, name: str, group: str | None = None) -> list[Claim]:
+        query: dict = {"open": True}
+        if group is not None:
+            query["g"] = group
+        docs = self._claims(name).find(query).sort([("g", 1), ("q", 1), ("k", 1)])
+        return [self._claim_from(name, d) for d in docs]
+
+    @retried
+    def forget_claims(self, name: str, below: int, older_than: int) -> int:
+        claims = self._claims(name)
+        deleted = 0
+        for group in self.groups(name):
+            head = self.last_claim(name, group.name)
+            if head is None:
+                continue
+            deleted += claims.delete_many({
+                "g": group.name, "open": False, "hi": {"$lt": below},
+                "created": {"$lt": older_than}, "q": {"$lt": head.seq},
+            }).deleted_count
+        return deleted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,3 +41,10 @@ def reaped(proc: subprocess.Popen):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def windows_log(folder: Path) -> list[list[int]]:
+    """The windows a test consumer module recorded in ``folder/windows.log`` (one JSON
+    list of offsets per line), oldest first; none before the file exists."""
+    log = folder / "windows.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []

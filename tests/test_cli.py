@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, reaped, run_python, wait_until
+from helpers import ROOT, reaped, run_python, wait_until, windows_log
 from typer.testing import CliRunner
 
 import streamlog
@@ -365,11 +365,6 @@ def gated(window):
         time.sleep(0.01)
     record(window)
 '''
-
-
-def windows_log(path: Path) -> list[list[int]]:
-    log = path / "windows.log"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ stops after the current window (exit 0), a second exits at once (130, no traceba
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import reaped, wait_until
+from helpers import reaped, wait_until, windows_log
 from test_cli import LineReader, fails, streamlog_process, subprocess_env
 
 import streamlog
@@ -70,11 +69,6 @@ def gated(window):
 
 print("script went on with", gated, "windows", flush=True)
 '''
-
-
-def windows_log(folder: Path) -> list[list[int]]:
-    log = folder / "windows.log"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ and how its costs grow with the stream.
     python scripts/bench.py --quick         # smoke run (~1 min)
     python scripts/bench.py --backends sqlite --only append,growth
     python scripts/bench.py --mongo-url mongodb://127.0.0.1:27017   # an existing server
+    python scripts/bench.py --backends sqlite --only writes --reps 7   # writes vs raw sqlite3
 
 The MongoDB backend runs against --mongo-url, or else a private FerretDB that the script
 starts on 127.0.0.1 (scripts/install-ferretdb.sh installs it). minibatch runs in its own
@@ -32,11 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import common  # noqa: E402 - after the sys.path line that makes the checkout importable
 from benchlib.common import ROOT, FerretDB, find_ferretdb, machine_info  # noqa: E402 - after the sys.path line that makes the checkout importable
 
-WORKLOADS = ("append", "consume", "latency", "idle", "growth", "roundtrips", "memory", "minibatch")
+WORKLOADS = ("append", "writes", "consume", "latency", "idle", "growth", "roundtrips", "memory", "minibatch")
 EXTRA_WORKLOADS = ("pollsweep",)  # not in the default run
 
 TARGETS = {
     "append_ratio": 0.70,
+    "writes_ratio": 0.90,  # the "writes" section: embedded append/extend vs raw sqlite3, median of ≥ 5 runs
     "extend_ratio": 0.70,
     "count100_embedded": 20_000,
     "count100_vs_minibatch": 10.0,
@@ -219,6 +221,7 @@ def evaluate(results: dict) -> list[dict]:
                     "value": f"{first['rss'] / 2**20:.1f} MiB at {first['items']:,} → {last['rss'] / 2**20:.1f} MiB "
                              f"at {last['items']:,} ({g:+.1%}); peak {mem['peak'] / 2**20:.1f} MiB",
                     "status": _status(g <= TARGETS["memory_growth"])})
+    out += writes_targets(results)
     return out
 
 
@@ -308,6 +311,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         rows = [[f"{s['items']:,}", f"{s['rss'] / 2**20:.1f}", f"{s['peak'] / 2**20:.1f}"] for s in mem["samples"]]
         out.append(("Memory: consumer process RSS while processing items (embedded, windows of 100)",
                     ["items processed", "RSS MiB", "peak RSS MiB"], rows))
+    out += writes_tables(results)
     targets = results.get("targets")
     if targets:
         out.append(("Targets", ["target", "value", "status"],
@@ -341,7 +345,53 @@ def render_markdown(tbls) -> str:
 
 
 # ---------------------------------------------------------------------------
+# writes vs raw sqlite3 (embedded backend)
 
+#: (label, items per call, items per repetition)
+WRITES = (("append", 1, 5_000), ("extend100", 100, 50_000), ("extend10000", 10_000, 100_000))
+WRITES_LABELS = {"append": "stream.append(item)", "extend100": "stream.extend(100 items)",
+                 "extend10000": "stream.extend(10,000 items)"}
+
+
+def bench_writes(backend, reps: int, quick: bool, seed: int, log) -> dict:
+    """items/s of ``stream.append`` / ``extend(100)`` / ``extend(10,000)`` on the embedded
+    backend against raw sqlite3 doing the same inserts (benchlib's ``RawSQLite``: the same
+    table schema and pragmas — WAL, ``synchronous=NORMAL`` — in the same directory): the
+    "append" workload's interleaved repetitions (``bench_append``: a fresh stream and table
+    each, the same items for both sides, chunks alternating which goes first), without
+    its time budget, reported as min / median / max over the repetitions of each side's
+    rate and of the per-repetition ratio."""
+    from benchlib import workloads
+
+    sizes = {label: total // 5 if quick else total for label, _, total in WRITES}
+    measured = workloads.bench_append(backend, reps, sizes, seed, float("inf"), log)
+    return {label: {"batch": r["batch"], "items": sizes[label], "runs": r["runs"], **{
+        key: {"min": min(run[key] for run in r["runs"]), "median": common.median([run[key] for run in r["runs"]]),
+              "max": max(run[key] for run in r["runs"])} for key in ("streamlog", "raw", "ratio")}}
+        for label, r in measured.items()}
+
+
+def writes_tables(results: dict) -> list:
+    w = results.get("backends", {}).get("sqlite", {}).get("writes")
+    if not w:
+        return []
+    rows = []
+    for label, r in w.items():
+        rows.append([WRITES_LABELS[label], str(len(r["runs"])),
+                     f"{r['streamlog']['median']:,.0f}", f"{r['raw']['median']:,.0f}",
+                     f"{r['ratio']['min']:.0%} / {r['ratio']['median']:.0%} / {r['ratio']['max']:.0%}"])
+    return [("Writes vs raw sqlite3 (embedded, same schema and pragmas, interleaved): items/s, median of the runs; "
+             "ratio min / median / max", ["workload", "runs", "streamlog", "raw sqlite3", "ratio"], rows)]
+
+
+def writes_targets(results: dict) -> list[dict]:
+    w = results.get("backends", {}).get("sqlite", {}).get("writes") or {}
+    return [{"target": f"sqlite: {WRITES_LABELS[label]} ≥ {TARGETS['writes_ratio']:.0%} of raw sqlite3 (median)",
+             "value": f"{r['ratio']['median']:.0%}", "status": _status(r["ratio"]["median"] >= TARGETS["writes_ratio"])}
+            for label, r in w.items()]
+
+
+# ---------------------------------------------------------------------------
 
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -405,6 +455,7 @@ def main(argv=None) -> int:
             step(k, "pollsweep", lambda be=be, k=k: W.bench_pollsweep(be, args.reps, args.latency_items,
                                                                       args.idle_seconds, args.polls.get(k, []), log))
             if k == "sqlite":
+                step(k, "writes", lambda be=be: bench_writes(be, max(5, args.reps), args.quick, args.seed, log))
                 step(k, "growth", lambda be=be: W.bench_growth(be, args.reps, args.growth_sizes, args.growth_batches,
                                                                args.seed, log))
                 growth_url = results["backends"].get("sqlite", {}).get("growth", {}).get("url")

@@ -3,6 +3,7 @@
 
     python scripts/bench_bridges.py mqtt    # MQTTSource vs mosquitto_sub: QoS 1, ~100-byte JSON (needs mosquitto)
     python scripts/bench_bridges.py tcp     # TCPListener: 4 clients x 25,000 ~100-byte JSON lines
+    python scripts/bench_bridges.py kafka   # KafkaSource / KafkaSink vs bare confluent-kafka (starts a broker)
 
 Both write into the embedded (SQLite) backend in a temporary directory. Environment for
 the MQTT part: N (messages, default 20000), ONLY (live,latency,drain).
@@ -222,9 +223,195 @@ def bench_tcp() -> None:
           f"max queued {listener.max_pending_seen}; {counters}")
 
 
+LATENCY_PRODUCER = """
+    import json, sys, time
+    from confluent_kafka import Producer
+    servers, n, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    body = {"id": 0, "device": "sensor-0001", "temp": 21.53, "hum": 45.2, "pad": ""}
+    body["pad"] = "x" * (100 - len(json.dumps(body)))
+    p = Producer({"bootstrap.servers": servers, "linger.ms": 0})
+    t0 = time.time()
+    for i in range(n):
+        if (d := t0 + i / rate - time.time()) > 0:
+            time.sleep(d)
+        p.produce("latency", json.dumps({**body, "id": i, "t": time.time()}).encode())
+        p.poll(0)
+    print(p.flush(30), time.time() - t0)
+"""
+
+
+def bench_kafka() -> None:
+    """Source drain of N (100,000) ~100-byte JSON messages (4 partitions) into the embedded
+    backend vs a bare consumer loop writing nowhere; sink throughput (windows of 1000)
+    vs a bare producer; produce → stored latency at 1,000 msg/s (a producer process of its
+    own). REPS (5) interleaved runs; the load average before and after."""
+    import json
+    import os
+    import socket
+    import statistics
+    import subprocess
+    import tempfile
+    import threading
+    import time
+
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    import streamlog
+    from streamlog.bridges.kafka import KafkaSink, KafkaSource
+
+    N, REPS = int(os.environ.get("N", 100_000)), int(os.environ.get("REPS", 5))
+    work = tempfile.mkdtemp(prefix="kafkabench-")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    script = f"{ROOT}/scripts/kafka.sh"
+    subprocess.run([script, "start", work], check=True, env=dict(os.environ, KAFKA_PORT=str(port)))
+    servers = f"127.0.0.1:{port}"
+    try:
+        admin = AdminClient({"bootstrap.servers": servers})
+        admin.create_topics([NewTopic("bench", 4, 1)])["bench"].result(30)
+        body = {"id": 0, "device": "sensor-0001", "temp": 21.53, "hum": 45.2, "pad": ""}
+        body["pad"] = "x" * (100 - len(json.dumps(body)))
+        producer = Producer({"bootstrap.servers": servers, "linger.ms": 5})
+        for i in range(N):
+            producer.produce("bench", json.dumps({**body, "id": i}).encode())
+            if i % 10_000 == 0:
+                producer.poll(0)
+        producer.flush(60)
+
+        def bare(rep):
+            c = Consumer({"bootstrap.servers": servers, "group.id": f"bare-{rep}", "auto.offset.reset": "earliest"})
+            c.subscribe(["bench"])
+            t0, n = time.perf_counter(), 0
+            while n < N:
+                n += sum(1 for m in c.consume(1000, 0.5) if not m.error())
+            elapsed = time.perf_counter() - t0
+            c.close()
+            return N / elapsed
+
+        def bridge(rep):
+            stream = streamlog.stream("bench", f"sqlite:///{work}/drain-{rep}.db")
+            source = KafkaSource(f"kafka://{servers}/bench", stream, group=f"bridge-{rep}", status_every=None)
+            t0 = time.perf_counter()
+            thread = threading.Thread(target=source.run)
+            thread.start()
+            while source.counters.stored < N:  # the counter, not len(stream): no COUNT(*) racing the writer
+                time.sleep(0.005)
+            elapsed = time.perf_counter() - t0
+            source.stop()
+            thread.join()
+            assert len(stream) == N
+            return N / elapsed
+
+        records = [{**body, "id": i} for i in range(N)]
+
+        def bare_producer(rep):
+            p = Producer({"bootstrap.servers": servers, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+            t0 = time.perf_counter()
+            for start in range(0, N, 1000):  # the same windows, each flushed
+                for r in records[start:start + 1000]:
+                    p.produce("sinkbench", json.dumps(r).encode())
+                p.flush(30)
+            return N / (time.perf_counter() - t0)
+
+        def sink(rep):
+            k = KafkaSink(f"kafka://{servers}/sinkbench")
+            t0 = time.perf_counter()
+            for start in range(0, N, 1000):
+                k.extend(records[start:start + 1000])
+            rate = N / (time.perf_counter() - t0)
+            k.close()
+            return rate
+
+        results: dict[str, list[float]] = {"bare consumer": [], "KafkaSource": [], "bare producer": [],
+                                           "KafkaSink": []}
+        print(f"{N} messages of {len(json.dumps(body))} bytes, 4 partitions, {os.cpu_count()} cores; load average "
+              f"before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        for rep in range(REPS):
+            results["bare consumer"].append(bare(rep))
+            results["KafkaSource"].append(bridge(rep))
+            results["bare producer"].append(bare_producer(rep))
+            results["KafkaSink"].append(sink(rep))
+        for name, rates in results.items():
+            print(f"{name:14s} msg/s min {min(rates):9,.0f}  median {statistics.median(rates):9,.0f}  "
+                  f"max {max(rates):9,.0f}")
+        for a, b in (("KafkaSource", "bare consumer"), ("KafkaSink", "bare producer")):
+            print(f"{a} / {b}: {statistics.median(results[a]) / statistics.median(results[b]):.2f}x (medians)")
+        # latency: 1,000 msg/s for 5 s from a producer process of its own (in this process
+        # it would share the GIL with the source), its produce time in the payload; the
+        # stored time from the log (the source, default settings) or the receive time (a
+        # bare consumer loop, for what broker and client add). REPS interleaved runs each.
+        admin.create_topics([NewTopic("latency", 4, 1)])["latency"].result(30)
+
+        def produce_paced():
+            out = subprocess.run([sys.executable, "-c", textwrap.dedent(LATENCY_PRODUCER), servers, "5000", "1000"],
+                                 check=True, capture_output=True, text=True).stdout.split()
+            assert out[0] == "0", f"the latency producer left {out[0]} messages unsent"
+
+        def pcts(lat):
+            lat.sort()
+            return lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
+
+        def bare_latency(rep):
+            c = Consumer({"bootstrap.servers": servers, "group.id": f"latency-bare-{rep}",
+                          "auto.offset.reset": "latest"})
+            assigned = threading.Event()
+            c.subscribe(["latency"], on_assign=lambda consumer, partitions: assigned.set())
+            t_ready = None
+            while t_ready is None or time.monotonic() - t_ready < 1:  # assigned, positions looked up
+                c.consume(100, 0.1)
+                if assigned.is_set() and t_ready is None:
+                    t_ready = time.monotonic()
+            producer = threading.Thread(target=produce_paced)
+            producer.start()
+            lat: list[float] = []
+            while len(lat) < 5000:  # poll: each message as soon as it is there (consume(1000, …) waits to fill)
+                m = c.poll(0.1)
+                if m is not None and not m.error():
+                    lat.append((time.time() - json.loads(m.value())["t"]) * 1000)
+            producer.join()
+            c.close()
+            return pcts(lat)
+
+        def source_latency(rep):
+            stream = streamlog.stream("latency", f"sqlite:///{work}/latency-{rep}.db")
+            source = KafkaSource(f"kafka://{servers}/latency", stream, group=f"latency-{rep}", start="latest",
+                                 status_every=None)
+            thread = threading.Thread(target=source.run)
+            thread.start()
+            source.ready.wait(30)
+            time.sleep(1)  # the positions of "latest" are looked up after the assignment
+            produce_paced()
+            deadline = time.monotonic() + 60
+            while source.counters.stored < 5000 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            source.stop()
+            thread.join()
+            records = stream.read(0, limit=None)
+            assert len(records) == 5000, len(records)
+            return pcts([(r["timestamp"].timestamp() - r["data"]["value"]["t"]) * 1000 for r in records])
+
+        lats: dict[str, list[tuple[float, float]]] = {"bare consumer": [], "KafkaSource": []}
+        for rep in range(REPS):
+            lats["bare consumer"].append(bare_latency(rep))
+            lats["KafkaSource"].append(source_latency(rep))
+        for name, runs in lats.items():
+            p50s, p99s = [r[0] for r in runs], [r[1] for r in runs]
+            print(f"latency at 1,000 msg/s, {name:13s} produce -> {'stored' if name == 'KafkaSource' else 'received'}"
+                  f": p50 min {min(p50s):.1f} median {statistics.median(p50s):.1f} max {max(p50s):.1f} ms; "
+                  f"p99 min {min(p99s):.1f} median {statistics.median(p99s):.1f} max {max(p99s):.1f} ms")
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        subprocess.run([script, "stop", work], check=False)
+
+
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
     if which in ("mqtt", "all"):
         bench_mqtt()
     if which in ("tcp", "all"):
         bench_tcp()
+    if which in ("kafka", "all"):
+        bench_kafka()

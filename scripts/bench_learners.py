@@ -19,7 +19,8 @@ score each window before learning it and build their sink record) — best of
   ``MiniBatchKMeans.partial_fit`` and river's ``KMeans.learn_one`` directly, and batch
   ``KMeans`` as the limit;
 * end to end through the embedded SQLite store: append all items, then
-  ``streamlog.streaming(size=60, blocking=False).apply(learner)`` with checkpoints.
+  ``streamlog.streaming(size=60, blocking=False).apply(fn)`` with a no-op function (the
+  runtime's own cost), each learner without checkpoints, and with a checkpoint per window.
 
 Accuracy is measured on 20,000 held-out items from the same distribution: RMSE and
 the largest coefficient error for regression; mean squared distance to the nearest
@@ -288,37 +289,55 @@ def bench_kmeans(n: int, repeat: int, stream) -> list[dict]:
     return results
 
 
-def bench_end_to_end(n: int, url: str) -> list[dict]:
-    """Append everything to the embedded store, then consume it in windows of 60 with checkpoints."""
+def bench_end_to_end(n: int, url: str, repeat: int = 1) -> list[dict]:
+    """Append everything to the embedded store, then consume it in windows of 60: a no-op
+    function (the runtime's own cost per window), each learner without checkpoints, and
+    with a checkpoint per window; interleaved, best of ``repeat`` runs each."""
     X, y = regression_data(n, seed=1)
     P, _ = cluster_data(n, seed=3)
-    cases = [
-        ("OnlineLinearRegression", "e2e.regression",
-         [dict(zip(FEATURES, x, strict=True), y=t) for x, t in zip(X.tolist(), y.tolist(), strict=True)],
+    regression = [dict(zip(FEATURES, x, strict=True), y=t) for x, t in zip(X.tolist(), y.tolist(), strict=True)]
+    kmeans = [dict(zip(AXES, p, strict=True)) for p in P.tolist()]
+    cases = [  # (label, checkpoint name or None, rows, make)
+        ("no-op function (the runtime alone)", None, regression, lambda: _Noop()),
+        ("streamlog OnlineLinearRegression, checkpoint=False", None, regression,
+         lambda: OnlineLinearRegression(FEATURES, "y", checkpoint=False)),
+        ("streamlog OnlineLinearRegression, checkpoint per window", "OnlineLinearRegression", regression,
          lambda: OnlineLinearRegression(FEATURES, "y")),
-        ("OnlineKMeans", "e2e.kmeans", [dict(zip(AXES, p, strict=True)) for p in P.tolist()],
-         lambda: OnlineKMeans(K, AXES)),
+        ("streamlog OnlineKMeans, checkpoint=False", None, kmeans, lambda: OnlineKMeans(K, AXES, checkpoint=False)),
+        ("streamlog OnlineKMeans, checkpoint per window", "OnlineKMeans", kmeans, lambda: OnlineKMeans(K, AXES)),
     ]
-    results = []
-    for name, stream_name, rows, make in cases:
-        stream = streamlog.stream(stream_name, url=url)
-        start = time.perf_counter()
-        for lo in range(0, n, 10_000):
-            stream.extend(rows[lo:lo + 10_000])
-        appended = time.perf_counter() - start
-        learner = make()
-        start = time.perf_counter()
-        done = streamlog.streaming(stream_name, size=WINDOW, blocking=False, url=url).apply(learner)
-        consumed = time.perf_counter() - start
-        saved = stream.model(name)
-        # a count window of 60 needs 60 items: a partial last window stays pending
-        entry = {"task": "end-to-end", "learner": f"streamlog {name}", "windows": done,
-                 "append_items_per_s": round(n / appended), **rate(learner.n_seen_, consumed, done),
-                 "checkpoint_seq": saved["seq"] if saved else None}
-        results.append(entry)
-        print(f"  {name:<44} {entry['items_per_s']:>10,} items/s consumed ({done} windows, checkpoint "
-              f"#{entry['checkpoint_seq']}), appended at {entry['append_items_per_s']:,} items/s", flush=True)
-    return results
+    best: dict[str, dict] = {}
+    for rep in range(repeat):
+        for i, (label, name, rows, make) in enumerate(cases):
+            stream_name = f"e2e.{rep}.{i}"
+            stream = streamlog.stream(stream_name, url=url)
+            start = time.perf_counter()
+            for lo in range(0, n, 10_000):
+                stream.extend(rows[lo:lo + 10_000])
+            appended = time.perf_counter() - start
+            fn = make()
+            start = time.perf_counter()
+            done = streamlog.streaming(stream_name, size=WINDOW, blocking=False, url=url).apply(fn)
+            consumed = time.perf_counter() - start
+            saved = stream.model(name) if name else None
+            # a count window of 60 needs 60 items: a partial last window stays pending
+            entry = {"task": "end-to-end", "learner": label, "windows": done,
+                     "append_items_per_s": round(n / appended), **rate(done * WINDOW, consumed, done),
+                     "checkpoint_seq": saved["seq"] if saved else None}
+            if label not in best or entry["items_per_s"] > best[label]["items_per_s"]:
+                best[label] = entry
+    for label, entry in best.items():
+        print(f"  {label:<58} {entry['items_per_s']:>10,} items/s consumed ({entry['windows']} windows, "
+              f"checkpoint #{entry['checkpoint_seq']}), appended at {entry['append_items_per_s']:,} items/s",
+              flush=True)
+    return list(best.values())
+
+
+class _Noop:
+    """A consumer function that does nothing: what remains is the runtime's own work."""
+
+    def __call__(self, window) -> None:
+        return None
 
 
 # -- reporting --------------------------------------------------------------------------------------
@@ -375,7 +394,7 @@ def table(results: list[dict]) -> str:
         lines += ["| end to end (embedded SQLite store) | windows | consumed items/s | ms/window | appended items/s |",
                   "|---|---:|---:|---:|---:|"]
         for r in e2e:
-            lines.append(f"| {r['learner']}, checkpoint per window | {r['windows']:,} | {r['items_per_s']:,} | "
+            lines.append(f"| {r['learner']} | {r['windows']:,} | {r['items_per_s']:,} | "
                          f"{r['us_per_window'] / 1000:.2f} | {r['append_items_per_s']:,} |")
         lines.append("")
     return "\n".join(lines)
@@ -385,6 +404,9 @@ DOC_HEAD = """# Learner benchmarks
 
 Produced by `scripts/bench_learners.py` (see its docstring for what is measured);
 regenerate with:
+
+*Not run by the docs tests: a benchmark of minutes; `tests/test_docs.py::test_benchmark_scripts_start` \
+checks that it starts.*
 
 ```bash
 {command}
@@ -426,6 +448,8 @@ How to read it:
 * **End to end**: everything appended first, then one consumer processes all windows
   with `blocking=False`, checkpointing after each; per window that is a claim, the
   learner, a checkpoint and a commit, so the store, not the learner, sets the pace.
+  The no-op row is the runtime alone (claim, read and decode the 60 items, commit): no
+  learner, however cheap its checkpoints, consumes faster than that row.
   (A count window of 60 waits for 60 items: the last 20 items stay pending.)
 """
 
@@ -458,7 +482,7 @@ def main() -> None:
         results += bench_kmeans(args.items, args.repeat, stream)
         if not args.skip_e2e:
             print("end to end (embedded SQLite store):", flush=True)
-            results += bench_end_to_end(args.items, url)
+            results += bench_end_to_end(args.items, url, args.repeat)
     finally:
         streamlog.connect(url).close()
         shutil.rmtree(workdir, ignore_errors=True)

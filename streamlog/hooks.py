@@ -16,10 +16,12 @@ to inherit):
 A function that attaches or is sequential runs with one worker only
 (:func:`runs_in_order`).
 
-A sink (``sink=``) is a :class:`Sink`: a stream of this database (safe to feed from
-several threads; the client owns its connection), or a :class:`ConnectedSink`, made from
-a URL for one run and holding its own connection (MQTT, Kafka): it is fed one window's
-records at a time and closed when the run ends.
+A sink (``sink=``) is a :class:`Sink`: a stream of this database, a :class:`OnceSink`
+(safe to feed from several threads; the client owns its connection) that receives each
+window's records exactly once, under the window's key, whatever crashes and retries
+happen (:mod:`streamlog.delivery.once`); or a :class:`ConnectedSink`, made from a URL for
+one run and holding its own connection (MQTT, Kafka): it is fed one window's records at a
+time, at least once, and closed when the run ends.
 
 This module imports nothing at run time: any module may import it.
 """
@@ -82,6 +84,15 @@ class Sink(Protocol):
 
 
 @runtime_checkable
+class OnceSink(Sink, Protocol):
+    """A sink that appends a batch at most once per key (a stream: :meth:`Stream.extend_once`);
+    ``check_items=False``: a retry with other items replays the first batch."""
+
+    def extend_once(self, key: str, items: Iterable[dict], *, wait: float = 30.0,
+                    check_items: bool = True) -> Any: ...
+
+
+@runtime_checkable
 class ConnectedSink(Sink, Protocol):
     """A sink holding its own connection, made for one run (a URL sink): fed one window's
     records at a time (its client is not shared between threads), closed when the run ends."""
@@ -99,4 +110,5 @@ class Records(Protocol):
     def to_dict(self, orient: str) -> Any: ...
 
 
-__all__ = ["Records", "Attaches", "RunningConsumer", "StartsUp", "Sequential", "runs_in_order", "Sink", "ConnectedSink"]
+__all__ = ["Records", "Attaches", "RunningConsumer", "StartsUp", "Sequential", "runs_in_order", "Sink", "OnceSink",
+           "ConnectedSink"]

@@ -10,8 +10,20 @@ import orjson
 
 from .delivery import groups as _groups
 from .delivery.groups import ConsumerGroup
+from .delivery.once import dead_letter_key
 from .errors import ConsumerError, KeyBusyError, KeyReusedError, StreamlogError, UnknownGroupError, UnknownStreamError
-from .items import MAX_ITEM_BYTES, encode_many, fingerprint, ms_to_datetime, nested_array_path, normalize_many, now_ms
+from .items import (
+    MAX_ITEM_BYTES,
+    encode_many,
+    encode_plain,
+    encode_plain_one,
+    fingerprint,
+    ms_to_datetime,
+    nested_array_path,
+    normalize_many,
+    now_ms,
+    plain_documents,
+)
 from .names import DEAD_SUFFIX, check_idempotency_key, check_name, dead_letter_stream, did_you_mean
 from .store.base import CLAIM_RETENTION_MS, KEEP_MODEL_HISTORY, KEY_WINDOW_MS, Batch, StreamRecord
 
@@ -41,7 +53,6 @@ def _records(batch: Batch) -> list[dict]:
     ]
 
 
-
 class Appended(NamedTuple):
     """What :meth:`Stream.extend_once` did: the batch's ``offsets``, and whether they are
     the first call's (``replayed``: nothing was stored this time)."""
@@ -63,6 +74,8 @@ class Stream:
         self.name = name
         self._record = record
         self._retention_checked = 0.0
+        #: the store writes the items' encoding only (SQLite): see :func:`streamlog.items.encode_plain`
+        self._encoded_only = bool(getattr(self.store, "encoded_only", False))
 
     def __repr__(self) -> str:
         return f"<streamlog.Stream {self.name!r}>"
@@ -83,6 +96,12 @@ class Stream:
 
         The item is checked first (:mod:`streamlog.items`: types, nesting, 1 MiB encoded);
         a bad one raises :class:`BadItemError` and nothing is written."""
+        row = encode_plain_one(item)  # a flat item of plain values (the common case): checked and encoded at once
+        if row is not None:
+            document = item if self._encoded_only else plain_documents([item], [row])[0]
+            offset = self.store.append(self.name, [document], now_ms(), [row])[0]
+            self._retain_maybe()
+            return offset
         return self.extend([item])[0]
 
     def extend(self, items: Iterable[dict], *, _dead_letters: bool = False) -> list[int]:
@@ -93,14 +112,30 @@ class Stream:
         encoded) raises :class:`BadItemError` and stores none. Returns the offsets, in the
         items' order. All items get the same append time.
         """
+        if not _dead_letters:
+            # Flat items of plain values (the common case) are checked and encoded in one go
+            # (the encoding also gives the 1 MiB check); anything else the general way below.
+            plain = encode_plain(items)
+            if plain is not None:
+                # A store of documents (MongoDB) takes the items as they are (their canonical
+                # form) unless one holds a NaN or ±inf: see plain_documents.
+                batch: list[dict] = items  # type: ignore[assignment] # encode_plain took a list of dicts only
+                documents = batch if self._encoded_only else plain_documents(batch, plain)
+                offsets = self.store.append(self.name, documents, now_ms(), plain)
+                self._retain_maybe()
+                return offsets
         normalized = normalize_many(items, self.store.nested_arrays)
         # A dead letter wraps an item of up to the limit with a little bookkeeping.
         encoded = encode_many(normalized, MAX_ITEM_BYTES + 16_384 if _dead_letters else MAX_ITEM_BYTES)
+        if _dead_letters and normalized:
+            # Once per window: the key is the failed window's identity (see dead_letter_key).
+            return self._append_once(dead_letter_key(normalized), normalized, encoded, "*", 30.0).offsets
         offsets = self.store.append(self.name, normalized, now_ms(), encoded)
         self._retain_maybe()
         return offsets
 
-    def extend_once(self, key: str, items: Iterable[dict], *, wait: float = 30.0) -> "Appended":
+    def extend_once(self, key: str, items: Iterable[dict], *, wait: float = 30.0,
+                    check_items: bool = True) -> "Appended":
         """:meth:`extend`, at most once per ``key``: a producer that retries a batch (it
         timed out, or crashed and restarted) with the same key stores nothing new and gets
         the first call's offsets, with ``replayed=True``.
@@ -109,14 +144,21 @@ class Stream:
         arbitrated by the store with a unique insert, so this holds across processes and
         server restarts on both backends; a first call that died mid-way is completed by
         the retry without storing any item twice. The same key with *other* items raises
-        :class:`KeyReusedError` (items are compared by their canonical encoding); a retry
-        that finds the first call still appending in another process waits up to ``wait``
-        seconds, then raises :class:`KeyBusyError`. Validation as :meth:`extend`.
+        :class:`KeyReusedError` (items are compared by their canonical encoding) — unless
+        ``check_items=False``: then the key alone names the batch and a retry with other
+        items replays the first call (a consumer's stream sink uses this: a retried window
+        may compute other records, and the first attempt's stand). A retry that finds the
+        first call still appending in another process waits up to ``wait`` seconds, then
+        raises :class:`KeyBusyError`. Validation as :meth:`extend`.
         """
         check_idempotency_key(key)
         normalized = normalize_many(items, self.store.nested_arrays)
         encoded = encode_many(normalized, MAX_ITEM_BYTES)
-        digest = fingerprint(normalized)
+        digest = fingerprint(normalized) if check_items else "*"
+        return self._append_once(key, normalized, encoded, digest, wait)
+
+    def _append_once(self, key: str, normalized: list[dict], encoded: list[bytes], digest: str,
+                     wait: float) -> "Appended":
         once = self.store.append_once(self.name, key, digest, normalized, now_ms(), encoded,
                                       window_ms=KEY_WINDOW_MS, wait=wait)
         if once.busy and once.lost:
@@ -130,6 +172,12 @@ class Stream:
         if once.appended:
             self._retain_maybe()
         return Appended(once.offsets, not once.appended)
+
+    @property
+    def uid(self) -> str:
+        """Identifies this incarnation of the stream: a stream dropped and created again
+        under the same name has another."""
+        return self._record.uid
 
     # -- reading ------------------------------------------------------------
 

@@ -1,6 +1,9 @@
 """Test fixtures: every backend-facing test runs on the embedded SQLite backend and on a
-real MongoDB-wire server (FerretDB v1.24, started here unless STREAMLOG_TEST_MONGO_URL
-points at one). With CI set, a missing FerretDB fails the run instead of skipping."""
+real MongoDB-wire server: STREAMLOG_TEST_MONGO_URL (in CI: FerretDB v2.7 on PostgreSQL +
+DocumentDB, the production-shaped server that uses its indexes, started by ``.ci/run``),
+else a FerretDB v1.24 started here. The store contract suite and the fault tests also run
+on FerretDB v1 (``ferretdb-v1``: STREAMLOG_TEST_FERRETDB1_URL, else started here), so both
+servers stay covered. With CI set, a missing server fails the run instead of skipping."""
 
 from __future__ import annotations
 
@@ -64,6 +67,54 @@ def mongo_server():
         _wait_for(given, None, time.monotonic() + 15)
         yield given.rstrip("/")
         return
+    yield from _ferretdb_v1()
+
+
+@pytest.fixture(scope="session")
+def ferretdb_v1_server(mongo_server):
+    """Base URL of a FerretDB v1.24 (SQLite handler, no index pushdown): the second
+    MongoDB-wire server of the store contract suite and the fault tests."""
+    given = os.environ.get("STREAMLOG_TEST_FERRETDB1_URL")
+    if given:
+        _wait_for(given, None, time.monotonic() + 15)
+        yield given.rstrip("/")
+        return
+    if not os.environ.get("STREAMLOG_TEST_MONGO_URL"):
+        yield mongo_server  # the MongoDB tests run on FerretDB v1 already
+        return
+    yield from _ferretdb_v1()
+
+
+def _server_kind(url: str) -> str:
+    """``ferretdb-v1``, ``ferretdb-v2`` or ``mongodb``, from the server's ``buildInfo``."""
+    import pymongo
+
+    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=2000)
+    try:
+        build = client.admin.command("buildInfo")
+    finally:
+        client.close()
+    if "ferretdbVersion" in build:
+        return "ferretdb-v1"
+    return "ferretdb-v2" if "ferretdb" in build else "mongodb"
+
+
+@pytest.fixture(scope="session")
+def documentdb_server(mongo_server):
+    """Base URL of FerretDB v2 + DocumentDB: the run's MongoDB server when it is one (CI
+    starts it with ../shared/mongo-wire/documentdb.sh and sets STREAMLOG_TEST_MONGO_URL)."""
+    if _server_kind(mongo_server) == "ferretdb-v2":
+        return mongo_server
+    script = ROOT.parent / "shared" / "mongo-wire" / "documentdb.sh"
+    message = (f"no FerretDB v2 + DocumentDB in this run: start it with {script} start and set "
+               "STREAMLOG_TEST_MONGO_URL to the URL it prints" if script.exists() else
+               f"no FerretDB v2 + DocumentDB here ({script} not found)")
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _ferretdb_v1():
     binary = _ferretdb_binary()
     if binary is None:
         message = "FerretDB not found: run scripts/install-ferretdb.sh (or set STREAMLOG_TEST_MONGO_URL)"
@@ -112,7 +163,8 @@ def url(backend, request, tmp_path):
         yield value
         _forget_client(value)
         return
-    yield from _fresh_mongo_database(request.getfixturevalue("mongo_server"))
+    server = "ferretdb_v1_server" if backend == "ferretdb-v1" else "mongo_server"
+    yield from _fresh_mongo_database(request.getfixturevalue(server))
 
 
 def _fresh_mongo_database(base: str):

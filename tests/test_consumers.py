@@ -414,7 +414,7 @@ def test_the_embedded_file_watch_wakes_on_another_connections_write(sqlite_url):
 
 def test_a_polling_consumer_works_where_no_file_watch_exists(url, monkeypatch):
     s = streamlog.stream("polled", url=url)
-    monkeypatch.setattr(type(s.store), "watch", lambda self: None)
+    monkeypatch.setattr(type(s.store), "watch", lambda self, name=None: None)
     seen = []
     fn = streamlog.streaming("polled", size=2, url=url)
     thread, result = run_in_thread(fn, lambda w: seen.append(w.offsets))

@@ -206,3 +206,31 @@ def test_bad_items_store_nothing_on_every_backend(url):
         with pytest.raises(BadItemError):
             stream.extend([{"ok": 1}, item])
     assert len(stream.read(0)) == 0
+
+
+def test_append_of_a_flat_item_under_known_keys_stores_its_canonical_form(url):
+    # Stream.append's one-item path (items.encode_plain_one) once the keys are known; on
+    # MongoDB the item itself is the stored document (decoded from its encoding when it
+    # holds a NaN or ±inf).
+    stream = streamlog.connect(url).stream("plain")
+    stream.append({"v": 1, "s": "x"})  # the keys become known
+    values = [-0.0, 0, "-0.0,", 2**60, float("nan"), True, None, 1.5]
+    offsets = [stream.append({"v": v, "s": "-0.0}"}) for v in values]
+    stored = [r["data"]["v"] for r in stream.read(offsets[0], limit=None)]
+    assert stored[0] == 0.0 and math.copysign(1, stored[0]) == 1
+    assert stored[1:4] == [0, "-0.0,", 2**60] and type(stored[3]) is int
+    assert stored[4] is None and stored[5] is True and stored[6] is None and stored[7] == 1.5
+    with pytest.raises(BadItemError):
+        stream.append({"v": 1, "s": "x" * MAX_ITEM_BYTES})
+    assert stream.info()["length"] == 1 + len(values)
+
+
+def test_extend_of_flat_items_under_known_keys_stores_their_canonical_form(url):
+    # Stream.extend's batch path (items.encode_plain + plain_documents on MongoDB).
+    stream = streamlog.connect(url).stream("plain")
+    stream.extend([{"v": 1, "w": 2.5}, {"v": 2, "w": 3.5}])  # the keys become known
+    batch = [{"v": math.nan, "w": 1.0}, {"v": math.inf, "w": None}, {"v": 2**60, "w": -math.inf}, {"v": "x", "w": 0.5}]
+    offsets = stream.extend(batch)
+    stored = [r["data"] for r in stream.read(offsets[0], limit=None)]
+    assert stored == [{"v": None, "w": 1.0}, {"v": None, "w": None}, {"v": 2**60, "w": None}, {"v": "x", "w": 0.5}]
+    assert batch[0]["v"] != batch[0]["v"]  # the caller's items are not changed (still NaN)

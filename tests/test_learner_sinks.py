@@ -13,21 +13,22 @@ from streamlog.window import Window
 
 
 class SinkFailsOnce:
-    """Makes ``stream``'s ``extend`` (the runtime's sink call) fail the first time it is
-    given the record of window ``seq``; the sink takes nothing on that call."""
+    """Makes ``stream``'s ``extend_once`` (the runtime's call for a stream sink: a claim's
+    records under its window's key) fail the first time it is given the record of window
+    ``seq``; the sink takes nothing on that call."""
 
     def __init__(self, stream, seq):
-        self.real = stream.extend
+        self.real = stream.extend_once
         self.seq = seq
         self.failures = 0
-        stream.extend = self
+        stream.extend_once = self
 
-    def __call__(self, records, **options):
+    def __call__(self, key, records, **options):
         records = list(records)
         if not self.failures and any(r.get("seq") == self.seq for r in records):
             self.failures += 1
             raise ConnectionError("the sink did not acknowledge")
-        return self.real(records, **options)
+        return self.real(key, records, **options)
 
 
 def sink_records(url, name):
@@ -76,8 +77,9 @@ def test_a_plain_function_and_a_learner_meet_the_same_sink_failure_alike(sqlite_
                       ("learner", OnlineLinearRegression(FEATURES, "y"))):
         run = streamlog.streaming("pair", size=60, blocking=False, group=group, sink=f"pair.{group}",
                                   url=sqlite_url, retry_delay=0)
-        SinkFailsOnce(run.sink, seq=1)
+        fault = SinkFailsOnce(run.sink, seq=1)
         assert run.apply(fn) == 2
+        assert fault.failures == 1 and run.consumer.failed == 1
         assert [r["seq"] for r in sink_records(sqlite_url, f"pair.{group}")] == [1, 2]
         assert run.consumer.dead_lettered == 0
 

@@ -153,6 +153,8 @@ def roundtrips(url: str, sizes: list[int], batches: int, seed: int, result_q) ->
             self.names: list[str] = []
 
         def started(self, event):
+            if event.command.get(event.command_name) == "wakeups":
+                return  # a producer's wake-up signal, sent from a background thread (FerretDB v1)
             self.n += 1
             self.names.append(_describe(event))
 

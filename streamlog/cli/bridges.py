@@ -1,5 +1,5 @@
 """``streamlog bridge``, ``streamlog listen`` and ``streamlog publish``: data in and out of
-streams over MQTT, TCP line sockets and existing MongoDB collections.
+streams over MQTT, Kafka, TCP line sockets and existing MongoDB collections.
 
 Each command runs one bridge of :mod:`streamlog.bridges` in the foreground, prints a
 one-line status on stderr every few seconds, and stops on Ctrl-C or SIGTERM after
@@ -59,15 +59,19 @@ def _serve(runner, started: str) -> dict:
     "streamlog bridge 'mqtt://broker:1883/sensors/+/reading' --stream readings",
     "streamlog bridge mqtt://user:pass@broker/plant/# --stream plant --id-field id",
     "streamlog bridge mongodb-collection://db-host/shop/orders --stream orders",
+    "streamlog bridge kafka://127.0.0.1:9092/orders,refunds --stream shop",
     note="MQTT: QoS 1, a persistent session, each message acknowledged only once it is in "
          "the log. Collections: change streams where the server has them, polling by _id "
-         "otherwise; a restarted bridge resumes after the last document it appended.",
+         "otherwise; a restarted bridge resumes after the last document it appended. Kafka: "
+         "every partition, exactly once: a restarted bridge (or one taking partitions over "
+         "in a rebalance) reads each partition's position back from the stream.",
 ))
 def bridge_command(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(
         metavar="SOURCE", show_default=False,
-        help="mqtt://[user:pass@]host[:port]/TOPIC or mongodb-collection://host/DB/COLLECTION")],
+        help="mqtt://[user:pass@]host[:port]/TOPIC, kafka://[user:pass@]host[:port]/TOPIC[,TOPIC…] "
+             "or mongodb-collection://host/DB/COLLECTION")],
     stream: StreamOption,
     qos: Annotated[int, typer.Option("--qos", min=0, max=2, help="MQTT subscription QoS.")] = 1,
     id_field: Annotated[Optional[str], typer.Option(
@@ -80,13 +84,20 @@ def bridge_command(
     poll: Annotated[float, typer.Option(
         "--poll", min=0.01, callback=duration, metavar="SECONDS",
         help="Collections without change streams: seconds between polls.")] = 0.5,
+    group: Annotated[Optional[str], typer.Option(
+        "--group", metavar="GROUP", show_default=False,
+        help="Kafka consumer group (default streamlog-STREAM); bridges in one group split the partitions.")] = None,
+    value_only: Annotated[bool, typer.Option(
+        "--value-only", help="Kafka: store the JSON object value alone (plus _kafka, the position).")] = False,
     batch: BatchOption = 1000,
     flush_ms: FlushOption = 200,
     status_every: StatusOption = 5.0,
     url: UrlOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Append what an MQTT broker or a MongoDB collection delivers to a stream, until stopped."""
+    """Append what an MQTT broker or a MongoDB collection delivers to a stream, until stopped.
+
+    Also Kafka topics (kafka://host:port/TOPIC), every partition, exactly once."""
     settings = global_settings(ctx, url, None, verbose)
     target = _target(settings, stream)
     scheme = source.split("://", 1)[0].lower() if "://" in source else ""
@@ -99,8 +110,13 @@ def bridge_command(
         from streamlog.bridges.collection import CollectionSource
 
         runner = CollectionSource(source, target, batch=batch, poll=poll, status_every=status_every)
+    elif scheme in ("kafka", "kafkas"):
+        from streamlog.bridges.kafka import KafkaSource
+
+        runner = KafkaSource(source, target, batch=batch, flush_ms=flush_ms, group=group, value_only=value_only,
+                             status_every=status_every)
     else:
-        raise BadURLError(f"{mask_url(source)}: a bridge source is mqtt://host/TOPIC or "
+        raise BadURLError(f"{mask_url(source)}: a bridge source is mqtt://host/TOPIC, kafka://host:port/TOPIC or "
                           "mongodb-collection://host/DB/COLLECTION")
     done = _serve(runner, f"bridging {mask_url(source)} into {stream}")
     typer.echo(f"{plural(done['stored'], 'item')} appended to {stream} ({done['received']} received, "
@@ -151,27 +167,56 @@ def listen_command(
     "streamlog publish sensors tcp://127.0.0.1:9001             # new items to every client",
     "streamlog publish sensors tcp://127.0.0.1:9001 --start earliest",
     "nc 127.0.0.1 9001 | jq .data                               # JSON lines out",
+    "streamlog publish orders 'kafka://127.0.0.1:9092/orders?key=id' --start earliest",
+    note="Kafka: each item's data as a JSON message (key: the key= field), from the consumer group "
+         "--group (default publish-TOPIC): a restarted publish resumes after the last item the broker "
+         "acknowledged.",
 ))
 def publish_command(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", show_default=False)],
-    address: Annotated[str, typer.Argument(metavar="tcp://HOST:PORT", show_default=False)],
+    address: Annotated[str, typer.Argument(metavar="tcp://HOST:PORT|kafka://HOST:PORT/TOPIC", show_default=False)],
     start: Annotated[str, typer.Option(
         "--start", metavar="latest|earliest|OFFSET",
-        help="Where a connecting client starts: new items only, the whole history, or an offset.")] = "latest",
+        help="Where a connecting client (Kafka: a new group) starts: new items only, the whole history, "
+             "or an offset.")] = "latest",
+    group: Annotated[Optional[str], typer.Option(
+        "--group", metavar="GROUP", show_default=False,
+        help="Kafka: the consumer group of the stream that publishes (default publish-TOPIC).")] = None,
     token: TokenOption = None,
     allow: AllowOption = None,
     status_every: StatusOption = 5.0,
     url: UrlOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Serve a stream's items on a TCP port as JSON lines (what 'tail -f --json' prints)."""
+    """Serve a stream's items on a TCP port as JSON lines (what 'tail -f --json' prints).
+
+    Or publish them to a Kafka topic (kafka://host:port/TOPIC), from a consumer group."""
     from streamlog.bridges.tcp import TCPPublisher
 
     settings = global_settings(ctx, url, None, verbose)
     where = common.offset_or("latest", "earliest")(start)
     stream = common.existing_client(ctx, settings.url).get(name)
+    if address.split("://", 1)[0].lower() in ("kafka", "kafkas"):
+        _publish_kafka(stream, address, where, group, settings.url)
+        return
     runner = TCPPublisher(stream, address, start=where, token=token, allow=allow,
                           status_every=status_every)
     done = _serve(runner, f"publishing {name} on {address}")
     typer.echo(f"{plural(done['sent'], 'item')} sent")
+
+
+def _publish_kafka(stream, address: str, start, group: str | None, url) -> None:
+    """``streamlog publish NAME kafka://…``: a consumer group of the stream whose windows (up
+    to 1000 items, every 50 ms) go to the topic; a window is committed only once the broker
+    acknowledged all of it, and retried (without end) while the broker is down."""
+    import streamlog
+    from streamlog.bridges.kafka import parse_kafka_url
+
+    topic = parse_kafka_url(address, one_topic=True).topic
+    group = group or f"publish-{topic}"
+    runner = streamlog.streaming(stream.name, interval=0.05, relaxed=True, max_size=1000, group=group, start=start,
+                                 url=url, sink=address, max_retries=1_000_000, retry_delay=0.2, retry_max_delay=5.0)
+    typer.echo(f"publishing {stream.name} to {mask_url(address)} (group {group}); Ctrl-C or SIGTERM stops", err=True)
+    runner.apply(lambda window: window.data)
+    typer.echo(f"{plural(getattr(runner.sink, 'sent', 0), 'item')} sent")

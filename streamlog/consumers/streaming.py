@@ -20,15 +20,21 @@ from ..options import check_option_names, split_options
 
 def _url_sink(sink: str):
     """A sink given as a URL: ``mqtt://host/topic/{field}`` publishes each returned record
-    with QoS 1, and the window is committed only after the broker acknowledged them all."""
+    with QoS 1, ``kafka://host:9092/topic[?key=FIELD]`` with the idempotent producer; the
+    window is committed only after the broker acknowledged them all."""
     scheme = sink.split("://", 1)[0].lower()
     if scheme in ("mqtt", "mqtts"):
         from ..bridges.mqtt import MQTTSink
 
         return MQTTSink(sink)
+    if scheme in ("kafka", "kafkas"):
+        from ..bridges.kafka import KafkaSink
+
+        return KafkaSink(sink)
     from ..config import mask_url
 
-    raise ConsumerError(f"sink={mask_url(sink)!r}: a sink is a stream name or mqtt://host/topic")
+    raise ConsumerError(f"sink={mask_url(sink)!r}: a sink is a stream name, mqtt://host/topic or "
+                        "kafka://host:port/topic")
 
 
 class StreamingFunction:
@@ -167,8 +173,9 @@ def streaming(name: str, size: int | None = None, interval: float | None = None,
 
     Options: ``group`` (consumer group, default ``"default"``), ``start``
     (``"earliest"``/``"latest"``/offset, for a new group), ``sink`` (stream that receives
-    the function's non-None return values, or ``mqtt://host/topic/{field}`` to publish
-    them, committing only after the broker acknowledged), ``blocking`` (False: process what is ready,
+    the function's non-None return values, or ``mqtt://host/topic/{field}`` or
+    ``kafka://host:port/topic?key=FIELD`` to publish them, committing only after the
+    broker acknowledged), ``blocking`` (False: process what is ready,
     then return — for cron), ``max_windows``, ``lease`` (seconds, default 30),
     ``max_retries`` (default 3), ``retry_delay`` / ``retry_max_delay`` (seconds: a failed
     window is retried after ``retry_delay · 2^(attempt-1)``, capped, with jitter; default

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..emitters.base import Emitter
 from ..errors import ConsumerError
-from ..hooks import Attaches, ConnectedSink, Records, StartsUp, runs_in_order
+from ..hooks import Attaches, ConnectedSink, OnceSink, Records, StartsUp, runs_in_order
 from ..items import now_ms
 from ..names import dead_letter_stream
 from ..stopping import graceful_stop, say
@@ -33,6 +33,7 @@ from .groups import ensure_group
 from .idle import RECLAIM_EVERY, STOP_CHECK, IdleWait
 from .keyed import KeyedCursor
 from .keys import check_key
+from .once import window_key
 from .renewer import Renewer
 from .windows import Claimed
 from .workers import WorkerPool, check_workers
@@ -60,7 +61,7 @@ class Consumer:
 
     * ``blocking=True``: runs until :meth:`stop`, SIGINT or SIGTERM; the windows in
       progress are finished and committed first. Idle, it probes for new items with
-      a back-off from 1 ms to the backend's ``max_poll`` (5 ms SQLite, 10 ms MongoDB).
+      a back-off from 1 ms to the backend's ``max_poll`` (5 ms SQLite, 3 ms MongoDB).
     * ``blocking=False``: processes every window ready now (at most ``max_windows``)
       and returns.
     * ``workers=N`` (default 1): up to N windows of the group in flight at once, each run
@@ -71,6 +72,11 @@ class Consumer:
       failed window is retried after its backoff while the others go on; every item is
       still delivered in exactly one window, committed once (at least once across
       crashes, as always). Learners keep sequential state and refuse ``workers > 1``.
+    * ``sink=`` a stream: the records a claim's windows return are appended once, after its
+      last window ran, under the window's idempotency key (:mod:`streamlog.delivery.once`):
+      exactly once whatever crashes and retries happen — the first attempt that appended
+      them stands. Dead letters, likewise, once per window. A URL sink (MQTT) gets each
+      window's records as the function returns them: at least once.
 
     Hooks the function may have (protocols of :mod:`streamlog.hooks`): ``fn.attach(stream,
     group)`` (learners: resume, before the cursor exists), ``fn.on_start(consumer)`` (before
@@ -127,6 +133,8 @@ class Consumer:
         # A non-Stream sink (MQTT) gets one window's records at a time: its client is not
         # shared between publishers. Stream sinks are safe from several threads.
         self._sink_lock = threading.Lock() if self.workers > 1 and isinstance(sink, ConnectedSink) else None
+        #: a stream sink gets each window's records exactly once (:mod:`streamlog.delivery.once`)
+        self._once = isinstance(sink, OnceSink) and not isinstance(sink, ConnectedSink)
         self._stop = threading.Event()
 
     # -- control --------------------------------------------------------------
@@ -170,7 +178,7 @@ class Consumer:
                                  max_retries=self.max_retries, time_field=self.time_field)
         self.cursor = cursor
         renewer = Renewer(cursor)
-        watch = self.stream.store.watch() if self.blocking else None
+        watch = self.stream.store.watch(self.stream.name) if self.blocking else None
         idle = IdleWait(cursor, self.stream.store, watch, self._stop, lease=self.lease, max_poll=self.max_poll,
                         idle_poll=self.idle_poll, retry_due=self._retry_due)
         with self._signals():
@@ -197,6 +205,7 @@ class Consumer:
                 renewer.close()
                 if watch is not None:
                     watch.close()
+                self.stream.store.flush(retry=False)  # closes a store batched (MongoDB)
         if pool is not None and pool.error is not None:
             raise pool.error
         return self.processed
@@ -342,16 +351,23 @@ class Consumer:
             return None
         renewer.start(claimed)
         done = 0
+        records: list[dict] = []  # a stream sink's: written once, after the claim's last window
         try:
             for window in claimed.windows(self.stream):
                 result = self.fn(window)
                 if self.sink is not None and result is not None:
-                    if self._sink_lock is None:
+                    if self._once:
+                        records += _as_items(result)
+                    elif self._sink_lock is None:
                         self.sink.extend(_as_items(result))
                     else:
                         with self._sink_lock:
                             self.sink.extend(_as_items(result))
                 done += 1
+            if records and self.sink is not None:
+                # Exactly once per window: the key is the window's, the same for every attempt
+                # (a takeover after a crash included); the first attempt's records stand.
+                self.sink.extend_once(window_key(self.stream, claimed.claim), records, check_items=False)
         except Exception as exc:
             renewer.stop(claimed)
             error = f"{type(exc).__name__}: {exc}"

@@ -12,10 +12,12 @@ next attempt — the same unique key a seal uses, so a takeover and a late commi
 each other — and closes the old one. :meth:`CursorBase.allowed` decides how many attempts
 may run; the window's items then go to the dead-letter stream.
 
-Round trips per window on MongoDB: claim = read items + insert (+ a head read after a
-conflict or when the cached head is stale), commit = seal insert + one update; a reclaim
-scan (one query) runs at most once a second. None of them depends on window size or
-stream length beyond the items themselves.
+Round trips per window on MongoDB, in steady state: two — the claim's insert and the
+commit's seal. Items are read ahead (:func:`read_ahead`: up to 16 windows' worth, at most
+5,000 items, in one query) and kept for the next claims; the store closes sealed attempts
+in batches (:mod:`streamlog.store.mongo_claims`); the chain head is cached (re-read after a
+lost race or once a minute); a reclaim scan (one query) runs at most once a second. None
+of them depends on window size or stream length beyond the items themselves.
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ log = logging.getLogger("streamlog")
 
 #: characters of an error message kept in a dead letter
 MAX_ERROR = 2_000
+#: at most this many items are read ahead of what a claim needs
+READ_AHEAD_MAX = 5_000
+#: … and at most this many times what it needs
+READ_AHEAD_WINDOWS = 16
+
+
+def read_ahead(need: int) -> int:
+    """How many items to read when ``need`` are wanted: more, up to 16 windows' worth or
+    5,000 items (whichever is less), so one query serves the next claims too."""
+    return max(need, min(need * READ_AHEAD_WINDOWS, READ_AHEAD_MAX))
+
+
+def split(batch: Batch, n: int) -> tuple[Batch, Batch]:
+    """The first ``n`` items of ``batch`` and the rest."""
+    return batch.head(n), Batch(batch.offsets[n:], batch.times[n:], batch.data[n:])
 
 
 @dataclass(slots=True)
@@ -179,7 +196,7 @@ class Cursor(CursorBase):
             if last is None or last <= seen:
                 return False, seen
             return last - after >= want, last
-        limit = min(10_000, max(1, want - (seen - after)))
+        limit = min(10_000, read_ahead(max(1, want - (seen - after))))
         batch = store.read(name, seen + 1, limit)
         if not batch:
             return False, seen
@@ -197,16 +214,26 @@ class Cursor(CursorBase):
     # -- claiming -------------------------------------------------------------
 
     def _load(self, start: int, limit: int | None) -> Batch:
+        """Up to ``limit`` items from ``start`` on: from what was read ahead, reading more
+        (ahead again) only when that runs short. What is left over stays for the next load."""
         pre, self._prefetch = self._prefetch, None
-        if pre is not None and len(pre) and pre.offsets[0] == start:
-            if limit is not None and len(pre) >= limit:
-                return pre.head(limit)
-            if self._prefetch_complete:
-                return pre  # everything pending when the probe looked: enough for this round
-            pre.extend(self.store.read(self.stream.name, pre.offsets[-1] + 1,
-                                       None if limit is None else limit - len(pre)))
-            return pre
-        return self.store.read(self.stream.name, start, limit)
+        if pre is None or not len(pre) or pre.offsets[0] != start:
+            pre, self._prefetch_complete = Batch(), False
+        if limit is not None and len(pre) < limit and not self._prefetch_complete:
+            want = read_ahead(limit - len(pre))
+            more = self.store.read(self.stream.name, pre.offsets[-1] + 1 if len(pre) else start, want)
+            self._prefetch_complete = len(more) < want
+            pre.extend(more)
+        elif limit is None and not self._prefetch_complete:
+            pre.extend(self.store.read(self.stream.name, pre.offsets[-1] + 1 if len(pre) else start, None))
+            self._prefetch_complete = True
+        if limit is None or len(pre) <= limit:
+            return pre  # all of it: nothing is left over
+        # The rest waits for the next load, which reads more should it run short: whether
+        # this read found the end of the stream says nothing about a later round.
+        batch, self._prefetch = split(pre, limit)
+        self._prefetch_complete = False
+        return batch
 
     def reclaimable(self, now: int) -> bool:
         """Whether a window of the group waits to be taken over (one indexed query)."""

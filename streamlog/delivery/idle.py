@@ -1,8 +1,10 @@
 """Idle waiting: how a consumer with nothing to claim notices new items, a deadline, a
 window to take over or a retry that fell due — quickly, without burning CPU.
 
-With a file watch (embedded backend on Linux) the consumer sleeps until another process
-writes the database. Otherwise it probes with a back-off from 1 ms to the store's
+With a watch — a file watch (embedded backend on Linux), or a tailable cursor on the
+producers' wake-up signals (MongoDB-wire servers that keep one open, see
+:mod:`streamlog.store.mongo_wakeups`) — the consumer sleeps until a producer writes, and
+probes only then (and once a second as a safety net). Otherwise it probes with a back-off from 1 ms to the store's
 ``max_poll``, then on the idle schedule of :mod:`streamlog.polling` (shared with the HTTP
 server's followers): every probe costs the client a driver round trip, which is what an
 idle consumer's CPU is made of.
@@ -15,12 +17,14 @@ import time
 from typing import Any, Callable
 
 from ..items import now_ms
-from ..polling import FULL_PROBE_EVERY, poll_cap
+from ..polling import FULL_PROBE_EVERY, IDLE_AFTER, poll_cap
 from ..store.base import Store
 from .cursor import DeliveryCursor, Waiting
 
 #: how often a consumer looks for windows whose lease expired (seconds, at most)
 RECLAIM_EVERY = 1.0
+#: … once it has waited a quiet second (each look is a round trip: idle CPU)
+IDLE_RECLAIM_EVERY = 2.0
 #: a sleeping consumer checks for stop() at least this often (seconds)
 STOP_CHECK = 0.1
 
@@ -38,6 +42,9 @@ class IdleWait:
         self.watch = watch
         self.stop = stop
         self.reclaim_every = min(RECLAIM_EVERY, lease / 4)
+        # after a quiet second the scan for expired leases runs half as often (a takeover
+        # waits for a lease to run out anyway: at most one more second on top of it)
+        self.reclaim_idle = min(IDLE_RECLAIM_EVERY, lease / 4)
         self.max_poll = max_poll
         self.idle_poll = idle_poll
         self.retry_due = retry_due
@@ -54,6 +61,7 @@ class IdleWait:
         next_full = started + FULL_PROBE_EVERY
         next_reclaim = started + self.reclaim_every
         interval = 0.001
+        woke = True  # probe once before the first sleep
         while not self.stop.is_set():
             now = now_ms()
             if wait.until is not None and now >= wait.until:
@@ -63,14 +71,15 @@ class IdleWait:
             if time.monotonic() >= next_reclaim:
                 # A window whose consumer died must be taken over even while no new item
                 # comes: look for expired claims as often as the main loop does.
-                next_reclaim = time.monotonic() + self.reclaim_every
+                quiet = time.monotonic() - started >= IDLE_AFTER
+                next_reclaim = time.monotonic() + (self.reclaim_idle if quiet else self.reclaim_every)
                 if self.cursor.reclaimable(now):
                     return
             if want is not None:
                 full = time.monotonic() >= next_full
                 if full:
                     next_full = time.monotonic() + FULL_PROBE_EVERY
-                changed = True
+                changed = woke  # without a watch: always (polling)
                 if version is not None:
                     current = store.version()
                     changed, version = current != version, current
@@ -81,17 +90,24 @@ class IdleWait:
                     if newer != seen:
                         seen, started, interval = newer, time.monotonic(), 0.001
             left = None if wait.until is None else max(0.0, (wait.until - now) / 1000)
-            if watch is not None or want is None:
+            # A file watch wakes at once; a server's tailable cursor may take a while to
+            # answer (FerretDB v1: 15–40 ms), so while news keeps coming the MongoDB
+            # consumer polls and leans on the watch once it has been idle a second.
+            push = watch is not None and (version is not None or time.monotonic() - started >= IDLE_AFTER)
+            if push or want is None:
                 # Sleep until a write (or the deadline); wake at least every STOP_CHECK to
                 # notice stop() and to run the periodic full probe.
-                timeout = STOP_CHECK if left is None else min(left, STOP_CHECK)
-                if watch is not None and want is not None:
-                    watch.wait(min(timeout, max(0.0, next_full - time.monotonic())))
+                # A server's watch is a round trip per wait: it waits as long as a poll would.
+                check = STOP_CHECK if version is not None or not push else max(STOP_CHECK, self.idle_poll)
+                timeout = check if left is None else min(left, check)
+                if push and want is not None:
+                    woke = watch.wait(min(timeout, max(0.0, next_full - time.monotonic())))
                 else:
                     self.stop.wait(timeout)
                 continue
+            woke = True
             # The cap doubles with every idle second, from max_poll up to idle_poll.
             idle = time.monotonic() - started
             cap = poll_cap(self.max_poll, self.idle_poll, idle)
-            time.sleep(interval if left is None else min(interval, left))
+            self.stop.wait(interval if left is None else min(interval, left))
             interval = min(interval * 2, cap)

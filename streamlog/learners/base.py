@@ -185,17 +185,15 @@ class Learner:
         """A small, plain summary of the model (coefficients or centres, running error)."""
         return {}
 
-    def history_point(self) -> dict:
+    def history_point(self, summary: dict | None = None) -> dict:
         """The metrics saved with each checkpoint, one point of the model's history
         (``Stream.model_history``, the dashboard's charts): ``n_seen``, ``n_skipped`` and
-        :meth:`summary`, as plain data. A summary over 4 KiB encoded (an estimator with very
-        many coefficients), or one holding a list inside a list, keeps its scalars only, so a
-        point stays small and storable anywhere."""
+        :meth:`summary` (``summary``: that summary, already made), as plain data. A summary
+        over 4 KiB encoded (an estimator with very many coefficients), or one holding a list
+        inside a list, keeps its scalars only, so a point stays small and storable anywhere."""
         point = {"n_seen": self.n_seen_, "n_skipped": self.n_skipped_}
-        try:
-            summary = self.summary() if self.fitted else {}
-        except Exception:  # noqa: BLE001 - a summary is informative only: never fail a window for it
-            summary = {}
+        if summary is None:
+            summary = self._fitted_summary() or {}
         point.update(summary)
         try:
             plain = orjson.loads(orjson.dumps(point, option=orjson.OPT_SERIALIZE_NUMPY))
@@ -205,6 +203,13 @@ class Learner:
             # too big, not plain data, or a list in a list (which FerretDB cannot store): scalars only
             plain = {k: v for k, v in point.items() if v is None or isinstance(v, (bool, int, float, str))}
         return plain
+
+    def _fitted_summary(self) -> dict | None:
+        """:meth:`summary` of a fitted model; None when unfitted or when it failed."""
+        try:
+            return self.summary() if self.fitted else None
+        except Exception:  # noqa: BLE001 - a summary is informative only: never fail a window for it
+            return None
 
     # -- input ----------------------------------------------------------------
 
@@ -371,21 +376,23 @@ class Learner:
         if not window.data:  # e.g. an empty time window: nothing to learn, nothing to save
             self._mark(seq)
             return None
+        summary = None
         try:
             X, y = self._window_arrays(window)
             self._learn_arrays(X, y)
             self._mark(seq)
             if self.checkpoint:
                 self._check_checkpoint()
+                summary = self._fitted_summary()  # once, for the history point and the record
                 # keyed by the newest window in the state: a late window (a hole) rewrites that
                 # version, so the newest checkpoint always holds everything learned
                 window.stream.save_model(self.name, window.group, self.seq_, self.state(),
-                                         point=self.history_point())
+                                         point=self.history_point(summary))
         except BaseException:
             self._dirty = self.checkpoint
             raise
         self.windows_ += 1
-        return self.record(window)
+        return self.record(window, summary)
 
     def _check_fitted(self) -> None:
         if not self.fitted:
@@ -397,11 +404,12 @@ class Learner:
     def _window_arrays(self, window):
         return self._arrays(window.data)
 
-    def record(self, window) -> dict:
+    def record(self, window, summary: dict | None = None) -> dict:
         """What the learner forwards to ``sink=`` after learning ``window``: the window's
-        fields and the model's ``n_seen`` and summary. Sent again for a window already
-        learned (see the module docstring); when newer windows were learned since, the
-        record says so with ``"model_seq"`` (the newest window in the model it describes)."""
+        fields and the model's ``n_seen`` and summary (``summary``: that summary, already
+        made). Sent again for a window already learned (see the module docstring); when
+        newer windows were learned since, the record says so with ``"model_seq"`` (the
+        newest window in the model it describes)."""
         record = {
             "model": self.name,
             "seq": window.seq,
@@ -411,7 +419,7 @@ class Learner:
             "time": window.end,
             "n_seen": self.n_seen_,
         }
-        record.update(self.summary())
+        record.update(self.summary() if summary is None else summary)
         if self.seq_ is not None and window.seq < self.seq_:
             record["model_seq"] = self.seq_
         return record

@@ -8,6 +8,7 @@ for 60 items, where building a DataFrame first costs over a millisecond.
 
 from __future__ import annotations
 
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Iterable, Sequence
 
@@ -78,6 +79,14 @@ def matrix(owner: str, data: Any, columns: Sequence[str], where: str = "the item
         if not rows:
             return np.empty((0, len(columns)))
         getter = itemgetter(*columns)
+        if numeric:  # the common case in one pass; anything unusual takes the checked path below
+            picked = map(getter, rows)
+            try:
+                flat = np.fromiter(picked if len(columns) == 1 else chain.from_iterable(picked), float,
+                                   len(rows) * len(columns))
+                return flat.reshape(len(rows), len(columns))
+            except (KeyError, TypeError, ValueError):
+                pass
         try:
             values = list(map(getter, rows))
         except KeyError:

@@ -62,6 +62,9 @@ class OnlineKMeans(Learner):
         self.n_scored_ = 0
         self._sse = 0.0
         self.window_inertia_: float | None = None
+        self._scored: tuple[np.ndarray, np.ndarray] | None = None  # (window, its nearest centres)
+        self._ks = np.arange(self.k)[None, :]
+        self._arange = np.arange(0)
 
     def _config(self) -> dict:
         return {"features": self.features, "k": self.k}
@@ -101,23 +104,27 @@ class OnlineKMeans(Learner):
         self._split_dying()
 
     def _update(self, X: np.ndarray) -> None:
-        labels = _sq_distances(X, self.centers_).argmin(axis=1)
-        onehot = labels[:, None] == np.arange(self.k)[None, :]
-        counts = onehot.sum(axis=0).astype(float)
-        sums = onehot.T.astype(float) @ X
-        discount = 1.0 if self.halflife is None else 0.5 ** (len(X) / self.halflife)
-        weights = self.counts_ * discount + counts
-        lam = counts / np.maximum(weights, 1e-16)
+        scored, self._scored = self._scored, None
+        # the nearest centres of this window, as scoring found them (the same centres): once
+        labels = scored[1] if scored is not None and scored[0] is X else _sq_distances(X, self.centers_).argmin(axis=1)
+        onehot = (labels[:, None] == self._ks).astype(float)
+        counts = np.add.reduce(onehot, 0)
+        sums = onehot.T @ X
+        weights = counts + (self.counts_ if self.halflife is None else self.counts_ * 0.5 ** (len(X) / self.halflife))
+        lam = (counts / np.maximum(weights, 1e-16))[:, None]
         means = sums / np.maximum(counts, 1.0)[:, None]
-        self.centers_ = self.centers_ * (1.0 - lam)[:, None] + means * lam[:, None]
+        self.centers_ = self.centers_ * (1.0 - lam) + means * lam
         self.counts_ = weights
         self._split_dying()
 
     def _split_dying(self) -> None:
         if self.k < 2:
             return
-        largest, smallest = int(self.counts_.argmax()), int(self.counts_.argmin())
-        top, low = self.counts_[largest], self.counts_[smallest]
+        counts = self.counts_
+        if counts.min() >= DYING * counts.max():
+            return  # the common case: no centre is dying
+        largest, smallest = int(counts.argmax()), int(counts.argmin())
+        top, low = counts[largest], counts[smallest]
         if low < DYING * top:
             weight = (top + low) / 2.0
             self.counts_[largest] = self.counts_[smallest] = weight
@@ -138,11 +145,18 @@ class OnlineKMeans(Learner):
         return _sq_distances(X, self.centers_).argmin(axis=1)
 
     def _score(self, X: np.ndarray, y=None) -> None:
-        d2 = _sq_distances(X, self.centers_).min(axis=1)
-        total = float(d2.sum())
+        d2 = _sq_distances(X, self.centers_)
+        labels = d2.argmin(axis=1)
+        self._scored = (X, labels)  # the window's learning step takes its labels from here
+        total = float(d2[self._rows(len(X)), labels].sum())
         self._sse += total
         self.n_scored_ += len(X)
         self.window_inertia_ = total / len(X)
+
+    def _rows(self, n: int) -> np.ndarray:
+        if len(self._arange) < n:
+            self._arange = np.arange(max(n, 2 * len(self._arange)))
+        return self._arange[:n]
 
     @property
     def inertia_(self) -> float | None:

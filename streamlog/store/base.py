@@ -285,9 +285,11 @@ class Store(ABC):
         """A token that changes when anyone may have written (None: unknown, probe instead)."""
         return None
 
-    def watch(self) -> Any:
-        """A :class:`~streamlog.store.watch.FileWatch` that wakes a waiter on writes, or None
-        (then consumers poll). The caller closes it."""
+    def watch(self, name: str | None = None) -> Any:
+        """Something whose ``wait(timeout)`` wakes a waiter on writes (to stream ``name``, or
+        any when None; it may also wake for others), or None (then consumers poll): a
+        :class:`~streamlog.store.watch.FileWatch` (embedded) or a
+        :class:`~streamlog.store.mongo_wakeups.TailWatch`. The caller closes it."""
         return None
 
     # -- groups -------------------------------------------------------------
@@ -333,7 +335,16 @@ class Store(ABC):
         owner's lease ran out), and then nothing is changed and False is returned — the
         caller must not treat the window as done. A takeover, in turn, fails once the
         seal is in. Exactly one of them wins.
+
+        Closing the sealed attempt may be deferred (MongoDB batches it: one write for many
+        windows, see :meth:`flush`): the seal alone decides the window, and an attempt left
+        open by a crash is closed by whoever finds it expired (its takeover meets the seal).
         """
+
+    def flush(self, retry: bool = True) -> None:  # noqa: B027 - optional: only a store that defers writes has any
+        """Write what this store deferred (the closes of committed attempts), now. The store
+        does it by itself before :meth:`open_claims`, :meth:`expired` and :meth:`close`.
+        ``retry=False``: one try, errors ignored (the seals decide; see :meth:`commit`)."""
 
     @abstractmethod
     def release(self, claim: Claim, error: str, retry_at: int = 0) -> None:

@@ -15,10 +15,19 @@ closed seal, so a consumer whose lease ran out cannot commit over the attempt th
 window over. Every update is to an attempt only its owner writes, except ``supersede``,
 which is idempotent. A claim or seal applied before the connection dropped is recognised
 on the retry by its owner, state and creation time.
+
+**A commit is one round trip**: the seal. Closing the sealed attempt (``open: false``,
+which keeps it out of the reclaim scan) is deferred and batched: one ``update_many`` closes
+every attempt this store sealed, at the latest :data:`CLOSE_WITHIN_MS` after the first of
+them or half-way through its lease, whichever comes first, and at once before this store
+scans for expired or open claims and when it closes. Until then the attempt looks open to
+other processes; should its lease run out first (a crash), the consumer that finds it
+expired meets the seal when it tries to take it over and closes it (``supersede``).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 from pymongo.collection import Collection
@@ -28,6 +37,34 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from ..items import now_ms
 from .base import COMMITTED, FAILED, OPEN_STATES, Claim, Group
 from .mongo_retry import Outage, retried
+
+#: a sealed attempt is closed at most this long (ms) after its seal (see the module doc)
+CLOSE_WITHIN_MS = 1_000
+#: … or as soon as this many sealed attempts wait to be closed
+CLOSE_BATCH = 512
+
+
+class Closes:
+    """Sealed attempts waiting for their close, per stream, and when the first is due."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids: dict[str, list[str]] = {}
+        self.count = 0
+        self.due = 0  # ms; 0 when nothing waits
+
+    def add(self, name: str, key: str, due: int) -> bool:
+        """Queue ``key``; True when the batch should be written now."""
+        with self.lock:
+            self.ids.setdefault(name, []).append(key)
+            self.count += 1
+            self.due = due if not self.due else min(self.due, due)
+            return self.count >= CLOSE_BATCH
+
+    def take(self) -> dict[str, list[str]]:
+        with self.lock:
+            ids, self.ids, self.count, self.due = self.ids, {}, 0, 0
+            return ids
 
 
 def _claim_id(group: str, seq: int, attempt: int) -> str:
@@ -44,8 +81,34 @@ class MongoClaims:
 
         def groups(self, name: str) -> list[Group]: ...
 
+    #: sealed attempts waiting for their batched close (MongoStore makes one per store)
+    _closes: "Closes"
+
     def _claims(self, name: str) -> Collection:
         return self.db[f"claims.{name}"]
+
+    def flush(self, retry: bool = True) -> None:
+        """Close every attempt this store sealed and has not closed yet (one write per
+        stream). ``retry=False`` (a consumer or the store closing) tries once, and on an
+        error leaves those attempts to their seals."""
+        for name, ids in self._closes.take().items():
+            if retry:
+                self._close_sealed(name, ids)
+                continue
+            try:
+                self._close_sealed_once(name, ids)
+            except PyMongoError:
+                pass  # whoever finds these attempts expired meets their seals and closes them
+
+    def _close_sealed_once(self, name: str, ids: list[str]) -> None:
+        self._claims(name).update_many({"_id": {"$in": ids}}, {"$set": {"state": COMMITTED, "open": False}})
+
+    _close_sealed = retried(_close_sealed_once)
+
+    def _flush_if_due(self, now: int) -> None:
+        closes = self._closes
+        if closes.due and now >= closes.due:
+            self.flush()
 
     @staticmethod
     def _claim_document(claim: Claim) -> dict:
@@ -92,6 +155,7 @@ class MongoClaims:
         return self._claims(name).find_one({"_id": key}, {"owner": 1, "state": 1, "created": 1})
 
     def claim(self, claim: Claim) -> bool:
+        self._flush_if_due(claim.created or now_ms())
         return self._insert_owned(claim.stream, self._claim_document(claim))
 
     @retried
@@ -113,7 +177,15 @@ class MongoClaims:
                     state=state, open=False, lease=0, error=error, created=now_ms())
         if not self._insert_owned(claim.stream, seal):
             return False  # a newer attempt took the window over
-        self._update_attempt(claim, {"state": state, "open": False, "error": error})
+        if state != COMMITTED or error is not None:  # dead letters: rare, closed at once
+            self._update_attempt(claim, {"state": state, "open": False, "error": error})
+            return True
+        now = seal["created"]
+        due = min(now + CLOSE_WITHIN_MS, (claim.created + claim.lease) // 2 if claim.lease else now)
+        if self._closes.add(claim.stream, _claim_id(claim.group, claim.seq, claim.attempt), due):
+            self.flush()
+        else:
+            self._flush_if_due(now)
         return True
 
     def release(self, claim: Claim, error: str, retry_at: int = 0) -> None:
@@ -122,14 +194,22 @@ class MongoClaims:
     def supersede(self, claim: Claim) -> None:
         self._update_attempt(claim, {"open": False})
 
-    @retried
     def expired(self, name: str, group: str, now: int, limit: int = 10) -> list[Claim]:
+        self.flush()
+        return self._expired(name, group, now, limit)
+
+    @retried
+    def _expired(self, name: str, group: str, now: int, limit: int) -> list[Claim]:
         docs = (self._claims(name).find({"g": group, "open": True, "lease": {"$lt": now}})
                 .sort([("q", 1), ("k", 1)]).limit(limit))
         return [self._claim_from(name, d) for d in docs]
 
-    @retried
     def open_claims(self, name: str, group: str | None = None) -> list[Claim]:
+        self.flush()
+        return self._open_claims(name, group)
+
+    @retried
+    def _open_claims(self, name: str, group: str | None) -> list[Claim]:
         query: dict = {"open": True}
         if group is not None:
             query["g"] = group

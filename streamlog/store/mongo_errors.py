@@ -34,8 +34,16 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionFailure):  # AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
         return True
     if isinstance(exc, OperationFailure) and not isinstance(exc, (DuplicateKeyError, BulkWriteError)):
-        return exc.code in _TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
+        return (exc.code in _TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
+                or _interrupted_by_the_server(exc))
     return False
+
+
+def _interrupted_by_the_server(exc: OperationFailure) -> bool:
+    """FerretDB v1 (SQLite handler) now and then cuts a query short with an internal error
+    ending in SQLite's ``interrupted (9)`` while a tailable ``getMore`` with ``maxTimeMS``
+    (a consumer's wake-up watch) runs beside it: the query did nothing and may be sent again."""
+    return exc.code == 1 and "interrupted (9)" in str(exc)
 
 
 def describe_error(exc: BaseException) -> str:

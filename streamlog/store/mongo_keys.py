@@ -3,16 +3,26 @@
 
 One document per attempt at a keyed batch, ``_id`` ``"<stream>/<attempt>/<key>"``, with
 ``s``, ``k``, ``a`` (stream, key, attempt), ``digest`` (the batch's), ``owner``, ``token``
-(the batch token its items carry), ``last`` (the newest offset before the append),
-``lease``, ``state`` (``pending``, then ``done``), ``offsets`` (once done) and ``created``.
-The unique insert of attempt 1 decides which request appends. Another request with the
-key waits for ``done``; if the attempt's lease lapses first (its process died), the next
-attempt is inserted (unique again) and its owner finds the items the dead attempts stored —
-documents after their recorded offset that carry their token, a prefix of the batch — and
-appends only the rest, so each item of the batch is stored once. Every update is to a
-document that only its owner writes. The lease is short and renewed by the owner's process
-while it appends, and an owner that cannot renew stops before its lease lapses
-(:mod:`streamlog.store.keylease`: the lease, the renewals, the fence).
+(the batch token its items carry), ``last`` (an offset below the batch: the newest offset
+before the append, or the producer's cached one, verified as :meth:`MongoStore._append`
+trusts it), ``lease`` and ``created``.
+
+**The common case is one extra round trip**: the request inserts attempt 1 of the key
+straight away (a unique ``_id``: this insert decides which request appends) and appends
+the batch under the attempt's token; the offset bound ``last`` comes from the producer's
+cached offset, which the append needs anyway. Nothing is written when it is done: a batch
+is complete when its attempts' items — documents after each attempt's ``last`` that carry
+its token, a prefix of the batch per attempt, in order — number as many as the batch.
+
+Only a request whose insert meets the key looks its attempts up: another batch under the
+key is refused (digest), a complete batch is replayed (its items' offsets), a batch still
+being appended is waited for while its attempt's lease is live; once the lease lapses (its
+process died) the next attempt is inserted (unique again) and its owner appends only what
+the dead attempts did not store, so each item of the batch is stored once. Every update is
+to a document that only its owner writes. The lease is short and renewed by the owner's
+process while it appends, and an owner that cannot renew stops before its lease lapses
+(:mod:`streamlog.store.keylease`: the lease, the renewals, the fence). Documents of earlier
+versions may carry ``state: "done"`` and ``offsets``; they are still honoured.
 """
 
 from __future__ import annotations
@@ -28,11 +38,15 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from ..items import now_ms
-from .base import KEY_WINDOW_MS, Once, offset_ranges, range_offsets
+from .base import KEY_WINDOW_MS, Once, range_offsets
 from .keylease import KEY_LEASE, KeyLeaseLost, KeyLeases
 from .mongo_retry import Outage, retried
 
 log = logging.getLogger("streamlog")
+
+#: seconds a cached next offset is trusted as a key's offset bound: the store's own trust
+#: (``mongo.OFFSET_CACHE_TTL``; tests/test_idempotency_lease.py checks that they agree)
+OFFSET_TRUST = 0.5
 
 
 class MongoKeys:
@@ -47,7 +61,9 @@ class MongoKeys:
 
         def _items(self, name: str) -> Collection: ...
 
-        def last_offset(self, name: str) -> int | None: ...
+        _next: dict[str, tuple[int, float]]
+
+        def _read_next(self, name: str) -> int: ...
 
         def _append(self, name: str, items: list[dict], time: int, encoded: list[bytes] | None, token: int,
                     fence: Callable[[], None] | None = None) -> list[int]: ...
@@ -68,15 +84,26 @@ class MongoKeys:
             return []
         return docs
 
+    @retried
+    def _floor(self, name: str) -> int | None:
+        """An offset below every offset an append started now can get (None: below 0): the
+        producer's cached next offset while :meth:`_append` trusts it, else the verified last
+        offset, cached for the append that follows (no extra round trip either way)."""
+        offset, verified = self._next.get(name, (None, 0.0))
+        if offset is None or _time.monotonic() - verified > OFFSET_TRUST:
+            verified = _time.monotonic()
+            offset = self._read_next(name)
+            self._next[name] = (offset, verified)
+        return offset - 1 if offset else None
+
     def _reserve_key(self, name: str, key: str, digest: str, attempt: int, created: int) -> dict | None:
         """Insert attempt ``attempt`` of the key; None when another request holds it. The
         monotonic time its lease was computed at is ``doc["sent"]`` (not stored)."""
-        last = self.last_offset(name)
+        last = self._floor(name)
         sent = _time.monotonic()
         doc = {"_id": f"{name}/{attempt}/{key}", "s": name, "k": key, "a": attempt, "digest": digest,
                "owner": uuid.uuid4().hex, "token": random.getrandbits(62), "last": last,
-               "lease": now_ms() + int(KEY_LEASE * 1000), "state": "pending",
-               "offsets": None, "created": created}
+               "lease": now_ms() + int(KEY_LEASE * 1000), "created": created}
         outage = None
         suspect = False  # an earlier try may have been applied before the connection dropped
         while True:
@@ -96,64 +123,75 @@ class MongoKeys:
 
     @retried
     def _stored_by(self, name: str, attempt: dict, limit: int) -> list[int]:
-        """Offsets of the items a (lapsed) attempt stored: after its recorded offset, its token."""
+        """Offsets of the items an attempt stored: after its recorded offset, its token."""
+        if limit <= 0:
+            return []
         after = attempt.get("last")
         query = {"_id": {"$gt": -1 if after is None else after}, "b": attempt["token"]}
         return [d["_id"] for d in self._items(name).find(query, {"_id": 1}).sort("_id", 1).limit(limit)]
 
+    def _stored(self, name: str, attempts: list[dict], n: int) -> list[int]:
+        """The offsets of what the attempts stored of an ``n``-item batch, in batch order."""
+        offsets: list[int] = []
+        for attempt in attempts:  # each stored a prefix of what the ones before left
+            offsets += self._stored_by(name, attempt, n - len(offsets))
+        return offsets
+
     def _renew_key(self, id: str, owner: str, lease: int) -> bool:
         """The owner's renewal of its attempt (no retries: the next one comes in a second);
-        False when it is no longer a pending attempt of ours with a live lease."""
-        found = self._keys.update_one({"_id": id, "owner": owner, "state": "pending", "lease": {"$gt": now_ms()}},
+        False when it is no longer an attempt of ours with a live lease."""
+        found = self._keys.update_one({"_id": id, "owner": owner, "lease": {"$gt": now_ms()}},
                                       {"$set": {"lease": lease}})
         return found.matched_count == 1
-
-    @retried
-    def _finish_key(self, doc: dict, offsets: list[int]) -> None:
-        self._keys.update_one({"_id": doc["_id"]},
-                              {"$set": {"state": "done", "offsets": offset_ranges(offsets), "lease": 0}})
 
     def append_once(self, name: str, key: str, digest: str, items: list[dict], time: int,
                     encoded: list[bytes] | None = None, *, window_ms: int = KEY_WINDOW_MS,
                     wait: float = 30.0) -> Once:
         self._index_keys()
+        mine = self._reserve_key(name, key, digest, 1, time)  # the common case: a new key
+        stored: list[int] = []
         deadline = _time.monotonic() + wait
         delay = 0.005
-        while True:
+        while mine is None:  # the key is known: look at its attempts
+            seen = now_ms()  # before the read: a lease that had run out by then stays out
             attempts = self._key_attempts(name, key, time - window_ms)
-            if attempts and attempts[0]["digest"] != digest:
+            if not attempts:  # expired (deleted): the key is new again
+                stored = []
+                mine = self._reserve_key(name, key, digest, 1, time)
+                continue
+            if attempts[0]["digest"] != digest:
                 return Once([], False, attempts[0]["digest"])  # the key was used for another batch
-            done = next((a for a in attempts if a["state"] == "done"), None)
+            done = next((a for a in attempts if a.get("state") == "done"), None)  # an earlier version's
             if done is not None:
                 return Once(range_offsets(done["offsets"]), False, done["digest"])
-            if attempts and attempts[-1]["lease"] > now_ms():  # the first request is appending
+            live = attempts[-1]["lease"] > seen
+            # read after the lease was seen lapsed, this is final: a lapsed owner stores nothing more
+            stored = self._stored(name, attempts, len(items))
+            if len(stored) == len(items):
+                return Once(stored, False, digest)  # complete: replay it
+            if live:  # the first request is appending
                 if _time.monotonic() >= deadline:
                     return Once([], False, digest, busy=True)
                 _time.sleep(delay)
                 delay = min(delay * 2, 0.1)
                 continue
-            mine = self._reserve_key(name, key, digest, attempts[-1]["a"] + 1 if attempts else 1,
-                                     attempts[0]["created"] if attempts else time)
-            if mine is None:
-                continue  # another request took it: wait for that one
-            held = self._key_leases.hold(mine["_id"], mine["owner"], mine["sent"])
-            try:
-                offsets: list[int] = []
-                for lapsed in attempts:  # their items are a prefix of the batch, in order
-                    offsets += self._stored_by(name, lapsed, len(items) - len(offsets))
-                if len(offsets) < len(items):
-                    rest = len(offsets)
-                    offsets += self._append(name, items[rest:], time, None if encoded is None else encoded[rest:],
-                                            mine["token"], held.check)
-                held.check()  # a taker may hold the key now: it finishes it
-                self._finish_key(mine, offsets)
-            except KeyLeaseLost as exc:
-                log.warning("%s; the next retry with the key stores what is missing", exc)
-                return Once([], False, digest, busy=True, lost=True)
-            finally:
-                self._key_leases.release(held)
-            self._prune_keys_maybe(time, window_ms)
-            return Once(offsets, True, digest)
+            mine = self._reserve_key(name, key, digest, attempts[-1]["a"] + 1, attempts[0]["created"])
+            # None: another request took it over, wait for that one
+        held = self._key_leases.hold(mine["_id"], mine["owner"], mine["sent"])
+        try:
+            offsets = stored
+            if len(offsets) < len(items):
+                rest = len(offsets)
+                offsets = offsets + self._append(name, items[rest:], time,
+                                                 None if encoded is None else encoded[rest:], mine["token"],
+                                                 held.check)
+        except KeyLeaseLost as exc:
+            log.warning("%s; the next retry with the key stores what is missing", exc)
+            return Once([], False, digest, busy=True, lost=True)
+        finally:
+            self._key_leases.release(held)
+        self._prune_keys_maybe(time, window_ms)
+        return Once(offsets, True, digest)
 
     @retried
     def forget_keys(self, older_than: int) -> int:

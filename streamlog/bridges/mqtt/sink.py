@@ -11,10 +11,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Iterable
 
-import orjson
-
 from ...errors import ConsumerError, UnreachableError
 from ...items import to_jsonable
+from ..appending import json_payloads
 from .connection import KEEPALIVE, new_client, paho_client
 from .url import bad_url, parse_mqtt_url
 
@@ -143,13 +142,7 @@ class MQTTSink:
         """
         records = list(records)
         topics = [self.topic_for(r, i) for i, r in enumerate(records)]
-        payloads = []
-        for i, record in enumerate(records):
-            try:
-                payloads.append(orjson.dumps(to_jsonable(record), option=orjson.OPT_SERIALIZE_NUMPY
-                                             | orjson.OPT_NON_STR_KEYS))
-            except TypeError as exc:
-                raise ConsumerError(f"record {i} cannot be published as JSON: {exc}") from None
+        payloads = json_payloads(records)
         if not records:
             return []
         deadline = time.monotonic() + self.timeout

@@ -27,9 +27,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from ...config import mask_url
-from ...errors import BadItemError, ConsumerError, UnknownStreamError
+from ...errors import BadItemError, ConsumerError
+from ..appending import append_retrying
 from ..base import STATUS_EVERY, Bridge
-from ..retry import Backoff, dropped, is_transient
 from .connection import KEEPALIVE, SESSION_NEVER_EXPIRES, new_client, paho_client, protocol_version
 from .messages import Pending, RecentIds, decode_payload, facts_only, repair_items
 from .url import bad_url, check_topic_filter, parse_mqtt_url
@@ -318,6 +318,19 @@ class MQTTSource(Bridge):
                 if self.stopping and not self._pending:
                     return []
 
+    def _repair(self, pairs: list[tuple[Pending, dict]], exc: BadItemError, refused: int) -> list[tuple[Pending, dict]]:
+        """The batch the log refused: first each refused item repaired, then (refused as a
+        batch although each item passes) the facts of each message only."""
+        if refused == 1:
+            pairs, repaired = repair_items(pairs, self.stream.store.nested_arrays)
+            self.counters.add(errors=repaired)
+            return pairs
+        if refused == 2:
+            log.warning("a batch of %d MQTT messages was refused (%s): stored without payloads", len(pairs), exc)
+            self.counters.add(errors=len(pairs))
+            return [(p, facts_only(p, item, str(exc))) for p, item in pairs]
+        raise exc
+
     def _store(self, entries: list[Pending], give_up: bool = False) -> bool:
         """Append the batch, then acknowledge it. Failures follow the bridges' retry policy
         (:mod:`streamlog.bridges.retry`): while the database is unreachable the append is
@@ -336,39 +349,19 @@ class MQTTSource(Bridge):
             if key is not None:
                 batch_keys.add(key)
             pairs.append((p, p.item))
-        backoff = Backoff(first=0.05, cap=2.0)
-        refused = 0
-        while pairs:
-            try:
-                self.stream.extend([item for _, item in pairs])
-                break
-            except BadItemError as exc:
-                refused += 1
-                if refused == 1:
-                    pairs, repaired = repair_items(pairs, self.stream.store.nested_arrays)
-                    self.counters.add(errors=repaired)
-                elif refused == 2:  # refused as a batch although each item passes: keep only the facts
-                    log.warning("a batch of %d MQTT messages was refused (%s): stored without payloads",
-                                len(pairs), exc)
-                    self.counters.add(errors=len(pairs))
-                    pairs = [(p, facts_only(p, item, str(exc))) for p, item in pairs]
-                else:
-                    raise
-            except Exception as exc:  # sorted by the retry policy just below
-                self.counters.add(errors=1)
-                if not is_transient(exc):
-                    self.stop()  # a quiet disconnect: the broker keeps the batch, unacknowledged
-                    if isinstance(exc, UnknownStreamError):
-                        raise dropped(self.stream.name, "the bridge appended to it") from None
-                    raise
-                if give_up or self.stopping:
-                    log.error("could not store %d MQTT messages on stopping (%s); not acknowledged: the "
-                              "broker keeps them for the next run", len(pairs), mask_url(str(exc)))
-                    return False
-                delay = backoff.failed()
-                log.warning("could not store %d MQTT messages (%s); retrying in %.2f s", len(pairs),
-                            mask_url(str(exc)), delay)
-                self.stop_event.wait(delay)
+
+        try:
+            stored = append_retrying(self, self.stream.name, pairs,
+                                     lambda batch: self.stream.extend([item for _, item in batch]), self._repair,
+                                     what="MQTT messages", give_up=lambda: give_up or self.stopping)
+        except Exception:
+            self.stop()  # a quiet disconnect: the broker keeps the batch, unacknowledged
+            raise
+        if stored is None:
+            log.error("could not store %d MQTT messages on stopping; not acknowledged: the broker keeps them for "
+                      "the next run", len(pairs))
+            return False
+        pairs = stored
         done = time.monotonic()
         if pairs:
             self.counters.lag = done - min(p.arrived for p, _ in pairs)

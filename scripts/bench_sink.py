@@ -25,34 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import common  # noqa: E402 - after the sys.path line that makes the checkout importable
-from benchlib.common import FerretDB, find_ferretdb, make_items  # noqa: E402 - after the sys.path line
-from pymongo.monitoring import CommandListener  # noqa: E402 - imported with the others
-
-#: commands that are not a call's round trips: the driver's handshakes and monitoring
-HANDSHAKES = ("ping", "hello", "isMaster", "ismaster", "buildInfo", "endSessions")
+from benchlib.common import FerretDB, find_ferretdb, make_items, store_commands  # noqa: E402 - after the sys.path line
 
 
-class Commands(CommandListener):
-    """A pymongo command listener counting commands by name, leaving out the driver's own
-    and the producers' wake-up signals (``wakeups``: sent from a background thread where the
-    server keeps tailable cursors open, never waited for by the append)."""
-
-    def __init__(self):
-        self.counts: Counter = Counter()
-
-    def started(self, event):
-        if event.command_name in HANDSHAKES or event.command.get(event.command_name) == "wakeups":
-            return
-        self.counts[event.command_name] += 1
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
-
-
-def measure(url: str, records: int, windows: int, reps: int, listener: Commands | None) -> dict:
+def measure(url: str, records: int, windows: int, reps: int, listener=None) -> dict:
     import streamlog
 
     client = streamlog.connect(url)
@@ -74,16 +50,16 @@ def measure(url: str, records: int, windows: int, reps: int, listener: Commands 
             rows[side].append((time.perf_counter() - t0) / windows * 1000)
         if listener is not None and rep == 0:  # each right after a call that verified the cached offset
             plain.extend(batches[0])
-            listener.counts.clear()
+            listener.sent.clear()
             plain.extend(batches[0])
-            trips["extend"] = dict(listener.counts)
+            trips["extend"] = dict(Counter(name for name, _, _ in listener.sent))
             once.extend_once("count:warm", batches[0], check_items=False)
-            listener.counts.clear()
+            listener.sent.clear()
             once.extend_once(f"count:{rep}", batches[0], check_items=False)
-            trips["extend_once"] = dict(listener.counts)
-            listener.counts.clear()
+            trips["extend_once"] = dict(Counter(name for name, _, _ in listener.sent))
+            listener.sent.clear()
             once.extend_once(f"count:{rep}", batches[0], check_items=False)
-            trips["replay"] = dict(listener.counts)
+            trips["replay"] = dict(Counter(name for name, _, _ in listener.sent))
     out = {side: {"median": statistics.median(v), "min": min(v), "max": max(v)} for side, v in rows.items()}
     out["round_trips"] = trips
     return out
@@ -99,7 +75,7 @@ def main(argv=None) -> int:
     common.install_signal_handlers()
     import pymongo.monitoring
 
-    listener = Commands()
+    listener = store_commands()
     pymongo.monitoring.register(listener)  # before any client exists
     targets = [("sqlite", f"sqlite:///{common.tempdir('streamlog-bench-sink-')}/sink.db")]
     ferret = None

@@ -13,6 +13,49 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: the driver's handshakes and monitoring: not a call's round trips
+DRIVER_COMMANDS = ("ping", "hello", "isMaster", "ismaster", "buildInfo", "endSessions")
+
+
+def store_commands():
+    """A pymongo command listener recording the commands a store sends, as ``(command,
+    collection)``, leaving out the driver's own and the producers' wake-up signals
+    (``wakeups``: sent from a background thread, never waited for). Give it to a store as
+    ``MongoStore(url, database, event_listeners=[listener])``; read ``listener.sent``."""
+    from pymongo import monitoring
+
+    class StoreCommands(monitoring.CommandListener):
+        def __init__(self):
+            self.sent: list[tuple[str, object]] = []
+
+        def started(self, event):
+            target = event.command.get(event.command_name)
+            if target == 1:  # listCollections and the like: the collection is in the filter
+                target = (event.command.get("filter") or {}).get("name")
+            if event.command_name not in DRIVER_COMMANDS and target != "wakeups":
+                self.sent.append((event.command_name, target))
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    return StoreCommands()
+
+
+def listened_client(url: str, listener):
+    """A :class:`streamlog.Client` on the MongoDB database of ``url`` whose store reports
+    every command to ``listener`` (the same backend, with a listener on its driver)."""
+    import streamlog
+    from streamlog.store.mongo import MongoStore
+
+    client = streamlog.Client(url)
+    client.store.close()
+    client.store = MongoStore(url, url.rsplit("/", 1)[1], event_listeners=[listener])
+    return client
+
+
 def run_python(code: str, env_url: str, *args: str, timeout: float = 60, **popen) -> subprocess.Popen:
     """Start ``python -c code`` with STREAMLOG_URL set: a separate producer or consumer process."""
     env = dict(os.environ, STREAMLOG_URL=env_url, PYTHONPATH=str(ROOT))

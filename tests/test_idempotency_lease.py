@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from pymongo import monitoring
+from helpers import listened_client, store_commands
 
 import streamlog
 from streamlog.errors import KeyBusyError
@@ -156,37 +156,12 @@ def test_an_owner_that_cannot_renew_stops_before_its_lease_lapses(mongo_url, mon
     retry.close()
 
 
-class Commands(monitoring.CommandListener):
-    """The commands a store sends, as ``(command, collection)``, without the driver's own and
-    the producers' wake-up signals (``wakeups``: a background thread's, never waited for)."""
-
-    def __init__(self):
-        self.sent: list[tuple[str, object]] = []
-
-    def started(self, event):
-        target = event.command.get(event.command_name)
-        if target == 1:
-            target = (event.command.get("filter") or {}).get("name")
-        if event.command_name not in ("ping", "hello", "isMaster", "buildInfo", "endSessions") \
-                and target != "wakeups":
-            self.sent.append((event.command_name, target))
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
-
-
 def test_an_uncontended_extend_once_costs_one_round_trip_more_than_extend(mongo_url, monkeypatch):
     """A new key: the insert of its first attempt, then the items' insert — no lookup, no
     offset read of its own, no "done" update. A replay: the insert that meets the key, its
     attempts, their items by token."""
-    listener = Commands()
-    database = mongo_url.rsplit("/", 1)[1]
-    client = streamlog.Client(mongo_url)
-    client.store.close()  # the same backend again, with a command listener on its driver
-    client.store = mongo.MongoStore(mongo_url, database, event_listeners=[listener])
+    listener = store_commands()
+    client = listened_client(mongo_url, listener)
     assert mongo_keys.OFFSET_TRUST == mongo.OFFSET_CACHE_TTL  # one trust rule for the cached offset
     for module, name in ((mongo, "OFFSET_CACHE_TTL"), (mongo_keys, "OFFSET_TRUST")):
         monkeypatch.setattr(module, name, 3600.0)  # the cached offset stays trusted: no timing here
@@ -213,5 +188,5 @@ def test_an_uncontended_extend_once_costs_one_round_trip_more_than_extend(mongo_
         assert listener.sent == [keyed, ("find", "idempotency"), ("find", "items.s")]
         assert s.info()["length"] == 10 + 2 * (1 + 10 + 2000)
     finally:
-        client.store.client.drop_database(database)
+        client.store.client.drop_database(mongo_url.rsplit("/", 1)[1])
         client.close()

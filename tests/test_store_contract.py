@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from helpers import run_python, wait_until
+from helpers import listened_client, run_python, store_commands, wait_until
 
 import streamlog
 from streamlog.delivery.cursor import Cursor
@@ -336,50 +336,28 @@ def test_reads_larger_than_one_server_batch_are_complete(url):
 def test_mongodb_round_trips_do_not_depend_on_batch_or_window_size(mongo_server):
     """extend = 1 command whatever the batch; a window = 2 (claim, seal) whatever its size,
     items read ahead for several windows in one query, sealed attempts closed in one batch."""
-    from pymongo import monitoring
-
-    class Counter(monitoring.CommandListener):
-        def __init__(self):
-            self.commands = []
-
-        def started(self, event):
-            if event.command.get(event.command_name) == "wakeups":
-                return  # wake-up signals go out from a background thread, not the caller's path
-            if event.command_name not in ("ping", "hello", "isMaster", "buildInfo", "endSessions"):
-                self.commands.append(event.command_name)
-
-        def succeeded(self, event):
-            pass
-
-        def failed(self, event):
-            pass
-
     import math
     import uuid
 
     from streamlog.delivery.cursor import read_ahead
 
-    counter = Counter()
+    listener = store_commands()
     url = f"{mongo_server}/rt{uuid.uuid4().hex[:8]}"
-    from streamlog.store.mongo import MongoStore
-
-    client = streamlog.Client(url)
-    client.store.close()  # the same backend again, with a command listener on its driver
-    client.store = MongoStore(url, url.rsplit("/", 1)[1], event_listeners=[counter])
+    client = listened_client(url, listener)
     try:
         s = client.stream("rt")
         s.append({"n": -1})  # the first append reads the last offset; later ones need not
         for size in (1, 100, 2000):
-            counter.commands.clear()
+            listener.sent.clear()
             s.extend([{"n": i} for i in range(size)])
-            assert counter.commands == ["insert"], size
+            assert [name for name, _ in listener.sent] == ["insert"], size
         windows = 20
         s.extend([{"n": i} for i in range(windows * 1000)])
         for size in (10, 1000):
             group = ensure_group(s, f"g{size}")
             cursor = Cursor(s, group, CountWindow(size), lease=30, max_retries=0)
             cursor.head(now_ms())  # a consumer reads the chain head once, then keeps it
-            counter.commands.clear()
+            listener.sent.clear()
             started = time.monotonic()
             for _ in range(windows):
                 claimed = cursor.claim(now_ms())
@@ -388,10 +366,11 @@ def test_mongodb_round_trips_do_not_depend_on_batch_or_window_size(mongo_server)
             client.store.flush()
             seconds = time.monotonic() - started
             reads = math.ceil(windows * size / read_ahead(size))
-            assert counter.commands.count("insert") == 2 * windows, size  # claim + seal
-            assert counter.commands.count("find") == reads, size  # read ahead: 2 for 200 items, 5 for 20,000
+            commands = [name for name, _ in listener.sent]
+            assert commands.count("insert") == 2 * windows, size  # claim + seal
+            assert commands.count("find") == reads, size  # read ahead: 2 for 200 items, 5 for 20,000
             # the sealed attempts are closed in one write a second (at most), and at the flush
-            assert 1 <= counter.commands.count("update") <= 1 + math.ceil(seconds), size
+            assert 1 <= commands.count("update") <= 1 + math.ceil(seconds), size
             assert not client.store.open_claims("rt", group.name)
     finally:
         client.store.client.drop_database(url.rsplit("/", 1)[1])

@@ -11,29 +11,11 @@ import uuid
 
 import pymongo
 import pytest
-from helpers import wait_until
-from pymongo import monitoring
+from helpers import listened_client, store_commands, wait_until
 
 import streamlog
 from streamlog.store.mongo import MongoStore
 from streamlog.store.mongo_wakeups import TailWatch, tailable
-
-
-class Finds(monitoring.CommandListener):
-    """Counts reads of a stream's items (a consumer's probes)."""
-
-    def __init__(self):
-        self.items = 0
-
-    def started(self, event):
-        if event.command_name == "find" and str(event.command.get("find", "")).startswith("items."):
-            self.items += 1
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
 
 
 def _database(server: str):
@@ -69,11 +51,12 @@ def test_an_idle_consumer_on_a_tailable_server_waits_for_signals_not_polls(ferre
     """After a quiet second the consumer stops probing the stream (one safety probe a
     second) and an append wakes it through the signal."""
     url, name = _database(ferretdb_v1_server)
-    finds = Finds()
-    store = MongoStore(url, name, event_listeners=[finds])
-    client = streamlog.Client(url)
-    client.store.close()
-    client.store = store
+    listener = store_commands()
+    client = listened_client(url, listener)
+
+    def probes() -> int:  # a consumer's reads of the stream's items
+        return sum(1 for command, target in listener.sent if command == "find" and target == "items.s")
+
     seen: list[int] = []
     stream = client.stream("s")
     try:
@@ -84,10 +67,10 @@ def test_an_idle_consumer_on_a_tailable_server_waits_for_signals_not_polls(ferre
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         time.sleep(2.5)  # measured interval: let the consumer settle into its idle wait
-        before = finds.items
+        before = probes()
         time.sleep(2.0)
-        probes = finds.items - before
-        assert probes <= 4, f"{probes} probes in 2 s: the idle consumer polls instead of waiting for signals"
+        probed = probes() - before
+        assert probed <= 4, f"{probed} probes in 2 s: the idle consumer polls instead of waiting for signals"
         streamlog.stream("s", url=url).append({"n": 1})
         wait_until(lambda: seen == [0], timeout=10, message="the item appended after the pause")
         worker.stop()

@@ -32,6 +32,40 @@ def make_items(n: int, seed: int = 1, start: int = 0) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------
+# MongoDB round trips
+
+#: the driver's handshakes and monitoring: not a call's round trips
+DRIVER_COMMANDS = ("ping", "hello", "isMaster", "ismaster", "buildInfo", "endSessions")
+
+
+def store_commands():
+    """A pymongo command listener recording the commands a store sends in ``sent``, as
+    ``(command, collection, filter keys)``, leaving out the driver's own and the producers'
+    wake-up signals (``wakeups``: sent from a background thread, never waited for)."""
+    from pymongo import monitoring
+
+    class StoreCommands(monitoring.CommandListener):
+        def __init__(self):
+            self.sent: list[tuple[str, str, tuple]] = []
+
+        def started(self, event):
+            name = event.command_name
+            target = event.command.get(name)
+            if name in DRIVER_COMMANDS or target == "wakeups":
+                return
+            keys = tuple(event.command.get("filter", {})) if name == "find" else ()
+            self.sent.append((name, target if isinstance(target, str) else "", keys))
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    return StoreCommands()
+
+
+# ---------------------------------------------------------------------------
 # statistics
 
 

@@ -15,32 +15,12 @@ import sys
 import time
 from collections import Counter
 
+from common import store_commands  # this folder: the script runs from it
 from pymongo import monitoring
 
 
-class Commands(monitoring.CommandListener):
-    def __init__(self):
-        self.count = 0
-        self.names: Counter = Counter()
-
-    def started(self, event):
-        if event.command_name in ("hello", "isMaster", "ping", "endSessions", "buildInfo"):
-            return
-        target = event.command.get(event.command_name)
-        if isinstance(target, str) and target == "wakeups":
-            return  # the producers' wake-up signals: not part of a window's protocol
-        self.count += 1
-        self.names[f"{event.command_name} {target.split('.')[0] if isinstance(target, str) else ''}".strip()] += 1
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
-
-
 def consume(task: dict) -> dict:
-    commands = Commands()
+    commands = store_commands()
     monitoring.register(commands)
     import streamlog
 
@@ -51,7 +31,7 @@ def consume(task: dict) -> dict:
     def note(window):
         if not first:
             first["at"] = time.perf_counter()
-            first["commands"] = commands.count
+            first["commands"] = len(commands.sent)
 
     started = time.perf_counter()
     windows = fn.apply(note)
@@ -61,8 +41,8 @@ def consume(task: dict) -> dict:
             "rate": windows * task["size"] / seconds if seconds else None,
             "after_first_ms": rest * 1000 / max(1, windows - 1),
             "first_ms": (first.get("at", started) - started) * 1000,
-            "commands": commands.count, "commands_after_first": commands.count - first.get("commands", 0),
-            "names": dict(commands.names)}
+            "commands": len(commands.sent), "commands_after_first": len(commands.sent) - first.get("commands", 0),
+            "names": dict(Counter(f"{name} {target.split('.')[0]}".strip() for name, target, _ in commands.sent))}
 
 
 def follow(task: dict) -> dict:

@@ -125,14 +125,12 @@ def memory(url: str, name: str, group: str, total: int, marks: list[int], result
                   "peak": _peak_rss(), "final_rss": _rss()})
 
 
-def _describe(event) -> str:
+def _describe(command: tuple[str, str, tuple]) -> str:
     """``name collection[filter keys]`` of a command, e.g. ``find claims.rt[g,open,lease]``."""
-    cmd = event.command
-    name = event.command_name
-    coll = cmd.get(name)
-    out = f"{name} {coll}" if isinstance(coll, str) else name
+    name, collection, keys = command
+    out = f"{name} {collection}" if collection else name
     if name == "find":
-        out += "[" + ",".join(cmd.get("filter", {}).keys()) + "]"
+        out += "[" + ",".join(keys) + "]"
     return out
 
 
@@ -147,25 +145,13 @@ def roundtrips(url: str, sizes: list[int], batches: int, seed: int, result_q) ->
     with ``sizes`` items already in the stream (pymongo command monitoring)."""
     from pymongo import monitoring
 
-    class Listener(monitoring.CommandListener):
-        def __init__(self):
-            self.n = 0
-            self.names: list[str] = []
+    from benchlib.common import store_commands
 
-        def started(self, event):
-            if event.command.get(event.command_name) == "wakeups":
-                return  # a producer's wake-up signal, sent from a background thread (FerretDB v1)
-            self.n += 1
-            self.names.append(_describe(event))
-
-        def succeeded(self, event):
-            pass
-
-        def failed(self, event):
-            pass
-
-    listener = Listener()
+    listener = store_commands()
     monitoring.register(listener)
+
+    def names(start: int, stop: int | None = None) -> list[str]:
+        return [_describe(command) for command in listener.sent[start:stop]]
 
     import streamlog
     from benchlib.common import make_items, median
@@ -183,26 +169,26 @@ def roundtrips(url: str, sizes: list[int], batches: int, seed: int, result_q) ->
         per_extend, extend_names, extend_ms = [], [], []
         for _b in range(batches):
             items = make_items(100, seed, filled)
-            n0 = listener.n
+            n0 = len(listener.sent)
             t = time.perf_counter()
             stream.extend(items)
             extend_ms.append((time.perf_counter() - t) * 1000)
-            per_extend.append(listener.n - n0)
-            extend_names.append(listener.names[n0:])
+            per_extend.append(len(listener.sent) - n0)
+            extend_names.append(names(n0))
             filled += 100
         marks: list[tuple[int, float]] = []
 
         def fn(window, marks=marks):
-            marks.append((listener.n, time.perf_counter()))
+            marks.append((len(listener.sent), time.perf_counter()))
 
-        n_start = listener.n
+        n_start = len(listener.sent)
         t_start = time.perf_counter()
         windows = streamlog.streaming("rt", size=100, group=group, url=url, blocking=False).apply(fn)
         seconds = time.perf_counter() - t_start
-        window_names = [listener.names[a[0]:b[0]] for a, b in zip(marks, marks[1:], strict=False)]
-        per_window_all = [len(names) for names in window_names]
-        per_window = [sum(1 for d in names if not _timer_driven(d)) for names in window_names]
-        timer_scans = sum(1 for d in listener.names[n_start:] if _timer_driven(d))
+        window_names = [names(a[0], b[0]) for a, b in zip(marks, marks[1:], strict=False)]
+        per_window_all = [len(sent) for sent in window_names]
+        per_window = [sum(1 for d in sent if not _timer_driven(d)) for sent in window_names]
+        timer_scans = sum(1 for d in names(n_start) if _timer_driven(d))
         window_ms = [(b[1] - a[1]) * 1000 for a, b in zip(marks, marks[1:], strict=False)]
         typical = [d for d in (window_names[len(window_names) // 2] if window_names else []) if not _timer_driven(d)]
         out.append({
@@ -215,7 +201,7 @@ def roundtrips(url: str, sizes: list[int], batches: int, seed: int, result_q) ->
             "per_window_all_max": max(per_window_all) if per_window_all else None,
             "reclaim_scans": timer_scans, "reclaim_scans_per_s": timer_scans / seconds if seconds else None,
             "window_commands": typical,
-            "setup_commands": listener.names[n_start:marks[0][0]] if marks else [],
+            "setup_commands": names(n_start, marks[0][0]) if marks else [],
             "extend_ms_median": median(extend_ms), "window_ms_median": median(window_ms),
         })
     result_q.put(out)

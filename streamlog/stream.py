@@ -74,8 +74,6 @@ class Stream:
         self.name = name
         self._record = record
         self._retention_checked = 0.0
-        #: the store writes the items' encoding only (SQLite): see :func:`streamlog.items.encode_plain`
-        self._encoded_only = bool(getattr(self.store, "encoded_only", False))
 
     def __repr__(self) -> str:
         return f"<streamlog.Stream {self.name!r}>"
@@ -98,10 +96,7 @@ class Stream:
         a bad one raises :class:`BadItemError` and nothing is written."""
         row = encode_plain_one(item)  # a flat item of plain values (the common case): checked and encoded at once
         if row is not None:
-            document = item if self._encoded_only else plain_documents([item], [row])[0]
-            offset = self.store.append(self.name, [document], now_ms(), [row])[0]
-            self._retain_maybe()
-            return offset
+            return self._append_plain([item], [row])[0]
         return self.extend([item])[0]
 
     def extend(self, items: Iterable[dict], *, _dead_letters: bool = False) -> list[int]:
@@ -117,13 +112,7 @@ class Stream:
             # (the encoding also gives the 1 MiB check); anything else the general way below.
             plain = encode_plain(items)
             if plain is not None:
-                # A store of documents (MongoDB) takes the items as they are (their canonical
-                # form) unless one holds a NaN or ±inf: see plain_documents.
-                batch: list[dict] = items  # type: ignore[assignment] # encode_plain took a list of dicts only
-                documents = batch if self._encoded_only else plain_documents(batch, plain)
-                offsets = self.store.append(self.name, documents, now_ms(), plain)
-                self._retain_maybe()
-                return offsets
+                return self._append_plain(items, plain)  # type: ignore[arg-type] # encode_plain took a list of dicts only
         normalized = normalize_many(items, self.store.nested_arrays)
         # A dead letter wraps an item of up to the limit with a little bookkeeping.
         encoded = encode_many(normalized, MAX_ITEM_BYTES + 16_384 if _dead_letters else MAX_ITEM_BYTES)
@@ -131,6 +120,15 @@ class Stream:
             # Once per window: the key is the failed window's identity (see dead_letter_key).
             return self._append_once(dead_letter_key(normalized), normalized, encoded, "*", 30.0).offsets
         offsets = self.store.append(self.name, normalized, now_ms(), encoded)
+        self._retain_maybe()
+        return offsets
+
+    def _append_plain(self, items: list[dict], encoded: list[bytes]) -> list[int]:
+        """Append flat plain items that :func:`~streamlog.items.encode_plain` checked and
+        encoded: a store of documents (MongoDB) takes them as they are (their canonical
+        form) unless one holds a NaN or ±inf (:func:`~streamlog.items.plain_documents`)."""
+        documents = items if self.store.encoded_only else plain_documents(items, encoded)
+        offsets = self.store.append(self.name, documents, now_ms(), encoded)
         self._retain_maybe()
         return offsets
 

@@ -195,6 +195,9 @@ class Store(ABC):
     idle_poll: float = 0.05
     #: whether items may hold a list directly inside a list (FerretDB v1 cannot store one)
     nested_arrays: bool = True
+    #: whether :meth:`append` stores ``encoded`` and only counts ``items`` (SQLite), so a
+    #: stream may pass flat plain items as they are with their canonical encoding
+    encoded_only: bool = False
     #: seconds between reading the newest offset and deleting below it in :meth:`trim`
     #: (0: trim is one transaction). See MongoStore: the fence that keeps a producer with a
     #: cached offset from writing into a trimmed range.

@@ -114,9 +114,7 @@ class SQLiteStore(SQLiteClaims, Store):
 
     max_poll = 0.005
     idle_poll = 0.02  # only without inotify: with it, idle consumers sleep until a write
-    #: :meth:`append` stores ``encoded`` and only counts ``items`` (so a stream may pass
-    #: plain items unnormalized along with their canonical encoding)
-    encoded_only = True
+    encoded_only = True  # append stores the encoding (see Store.encoded_only)
 
     def __init__(self, url: str, path: Path, timeout: float = 30.0, create: bool = True):
         self.url = url

@@ -26,7 +26,7 @@ from .messages import ORIGIN
 
 def fast_path(stream) -> bool:
     """Whether ``stream``'s store keeps the items' encoding only (then the fast path applies)."""
-    return bool(getattr(stream.store, "encoded_only", False))
+    return stream.store.encoded_only
 
 
 def encode_batch(messages: list[Any], value_only: bool) -> list[bytes] | None:

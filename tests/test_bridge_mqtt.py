@@ -325,6 +325,28 @@ def test_messages_survive_broker_restarts(broker, sqlite_url):
     assert [p["n"] for p in payloads(stream)] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_copy_whose_ack_was_lost_with_the_broker_is_not_stored_again(broker, sqlite_url):
+    """Acks in flight when the broker stops never arrive: the restarted broker resends those
+    messages (DUP) on the resumed session, and the bridge acknowledges them unstored."""
+    stream = streamlog.stream("lostacks", sqlite_url)
+    source = MQTTSource(broker.url("l/#"), stream, status_every=None, flush_ms=20)
+    with running(source):
+        client = source.client
+        real_ack = client.ack
+        client.ack = lambda mid, qos: None  # sent, as far as the bridge knows; the broker never hears it
+        publish(broker, [("l/a", {"n": 1}), ("l/a", {"n": 2})])
+        wait_until(lambda: len(stream) == 2, timeout=5, message="the first messages")
+        broker.stop()
+        wait_until(lambda: not source.ready.is_set(), timeout=5, message="the bridge to notice")
+        client.ack = real_ack
+        broker.start()
+        wait_until(source.ready.is_set, timeout=10, message="the bridge to reconnect")
+        publish(broker, [("l/b", {"n": 3})])  # queued behind the resent copies
+        wait_until(lambda: len(stream) >= 3, timeout=5, message="the message after the restart")
+        wait_until(lambda: source.duplicates == 2, timeout=5, message="both copies recognised")
+    assert [p["n"] for p in payloads(stream)] == [1, 2, 3]
+
+
 def test_a_bridge_started_before_the_broker_connects_when_it_comes_up(broker, sqlite_url):
     stream = streamlog.stream("early", sqlite_url)
     broker.stop()

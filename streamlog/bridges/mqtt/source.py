@@ -23,6 +23,7 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -93,9 +94,12 @@ class MQTTSource(Bridge):
     its acknowledgement did not reach the broker: the bridge process dies (SIGKILL, power)
     between an append and the PUBACK, or the connection drops in that window and the
     session then also changes (bridge restart). On a mere reconnect of the same running
-    bridge, copies the broker redelivers (same packet id, DUP flag) of messages already
-    stored are acknowledged without being stored again, and unstored messages from the
-    old connection are dropped in favour of the redelivered copies. MQTT v3.1.1 also
+    bridge (the broker's restart included), copies the broker redelivers (same packet id,
+    DUP flag) of messages already stored are acknowledged without being stored again —
+    also when the first acknowledgement was sent but lost on the way (a copy that matches
+    the last message acknowledged under its packet id, topic and payload) —, and unstored
+    messages from the old connection are dropped in favour of the redelivered copies.
+    MQTT v3.1.1 also
     resends retained messages when it re-subscribes at start (v5 subscribes with
     "retain handling 1": only for a new subscription). A QoS 2 subscription does not
     protect more: paho acknowledges receipt (PUBREC) before the payload is handed over,
@@ -176,6 +180,12 @@ class MQTTSource(Bridge):
         self._subscribed_once = False
         self._last_arrival = 0.0
         self._stored_unacked: dict[int, int] = {}  # mid → epoch: stored, ack lost with the connection
+        # mid → (epoch, connection, topic+payload hash) of the newest QoS 1 acks sent: an ack in
+        # flight when the connection (or the broker) dies is lost, and the broker resends
+        # that message with the DUP flag on the resumed session. Only the broker's in-flight
+        # window of acks can be lost (acks travel in order), so a bounded memory suffices.
+        self._acked: OrderedDict[int, tuple[int, int, int]] = OrderedDict()
+        self._acked_limit = max(1024, 2 * self.batch)
         # Owned by the serve thread.
         self._recent = RecentIds(id_field, dedup_window)
 
@@ -208,6 +218,7 @@ class MQTTSource(Bridge):
             else:
                 self._epoch += 1
                 self._stored_unacked.clear()
+                self._acked.clear()
             first = not self._subscribed_once
             self._subscribed_once = True
         log.info("connected to MQTT broker %s as %s (session %s)", self.target.address, self.client_id,
@@ -255,11 +266,12 @@ class MQTTSource(Bridge):
             item["encoding"] = encoding
         self.counters.add(received=1)
         with self._cond:
-            if message.qos and message.dup and self._stored_unacked.get(message.mid) == self._epoch:
+            if message.qos and message.dup and (self._stored_unacked.get(message.mid) == self._epoch
+                                                or self._ack_was_lost(message.mid, topic, raw)):
                 # A redelivered copy of a message stored before the connection dropped.
-                del self._stored_unacked[message.mid]
+                self._stored_unacked.pop(message.mid, None)
                 self.duplicates += 1
-                self._send_ack(message.mid, message.qos)
+                self._send_ack(message.mid, message.qos, topic, raw)
                 return
             self._pending.append(Pending(item, raw, message.mid, message.qos, bool(message.dup),
                                           self._gen, self._epoch, arrived))
@@ -269,9 +281,22 @@ class MQTTSource(Bridge):
 
     # -- acknowledgements ---------------------------------------------------------------
 
-    def _send_ack(self, mid: int, qos: int) -> None:
-        if self.client is not None:
-            self.client.ack(mid, qos)
+    def _send_ack(self, mid: int, qos: int, topic: str = "", raw: bytes = b"") -> None:
+        if self.client is None:
+            return
+        self.client.ack(mid, qos)
+        if qos == 1:
+            acked = self._acked
+            acked[mid] = (self._epoch, self._gen, hash((topic, raw)))
+            acked.move_to_end(mid)
+            if len(acked) > self._acked_limit:
+                acked.popitem(last=False)
+
+    def _ack_was_lost(self, mid: int, topic: str, raw: bytes) -> bool:
+        """Whether a DUP copy is the message last acknowledged under ``mid`` on an earlier
+        connection of this session (same topic and payload): its ack never arrived."""
+        sent = self._acked.get(mid)
+        return sent is not None and sent[0] == self._epoch and sent[1] < self._gen and sent[2] == hash((topic, raw))
 
     def _ack(self, entries: list[Pending]) -> None:
         """Acknowledge stored messages, on the connection they came on when it is still up."""
@@ -280,7 +305,7 @@ class MQTTSource(Bridge):
                 if not p.qos:
                     continue
                 if p.gen == self._gen:
-                    self._send_ack(p.mid, p.qos)
+                    self._send_ack(p.mid, p.qos, p.item["topic"], p.raw)
                 elif p.epoch == self._epoch:
                     # Stored, but the connection changed under the append: the broker
                     # resends it with its packet id; ack that copy instead of storing it.
@@ -291,7 +316,7 @@ class MQTTSource(Bridge):
                     if copy is not None:
                         self._pending.remove(copy)
                         self.duplicates += 1
-                        self._send_ack(copy.mid, copy.qos)
+                        self._send_ack(copy.mid, copy.qos, copy.item["topic"], copy.raw)
                     else:
                         self._stored_unacked[p.mid] = p.epoch
 

@@ -156,3 +156,40 @@ def test_a_query_the_server_interrupted_is_retried_not_raised():
                                    "sqlite.(*collection).Query] interrupted (9)", code=1)
     assert is_transient(interrupted)
     assert not is_transient(OperationFailure("unknown operator: $foo", code=2))
+
+
+def test_an_idle_embedded_consumer_sleeps_until_something_is_due_and_stops_at_once(tmp_path):
+    """On the embedded backend the file watch can be interrupted: an idle consumer wakes
+    for the periodic look (about once a second), not every STOP_CHECK, yet stop() ends
+    its wait at once and an append still wakes it immediately."""
+    from streamlog.delivery.consumer import Consumer
+    from streamlog.emitters import CountWindow
+
+    url = f"sqlite:///{tmp_path}/idle.db"
+    stream = streamlog.stream("s", url=url)
+    waits = []
+    opened = stream.store.watch
+
+    def counted(name=None):
+        watch = opened(name)
+        real = watch.wait
+        watch.wait = lambda timeout: waits.append(timeout) or real(timeout)
+        return watch
+
+    stream.store.watch = counted
+    seen: list[int] = []
+    worker = Consumer(stream, lambda window: seen.extend(window.offsets), CountWindow(1))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    time.sleep(1.5)  # measured interval: let the consumer settle into its idle wait
+    before = len(waits)
+    time.sleep(2.0)
+    assert len(waits) - before <= 5, f"{len(waits) - before} wake-ups in 2 s: the idle consumer polls"
+    streamlog.stream("s", url=url).append({"n": 1})
+    wait_until(lambda: seen == [0], timeout=5, message="the item appended after the pause")
+    time.sleep(0.3)  # back in a long wait
+    asked = time.monotonic()
+    worker.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - asked < 0.5, "stop() waited for the idle wait to run out"

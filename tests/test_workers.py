@@ -125,6 +125,34 @@ def test_a_failing_window_is_retried_after_its_backoff_while_the_others_go_on(ur
     assert (state["pending"], state["failed"], state["dead"]) == (0, 0, 0)
 
 
+def test_an_idle_blocking_claimer_retries_a_released_window_when_its_backoff_ends(sqlite_url):
+    """A worker releases a window while the claiming thread sleeps in its idle wait (the
+    embedded backend's sleeps last until the next periodic look, ~1 s): the release wakes
+    it, so the retry comes after the backoff (≤ 0.1 s here), not after that look."""
+    stream = streamlog.stream("idle-retry", url=sqlite_url)
+    runs: list[tuple[int, float]] = []
+
+    def fn(window):
+        if window.attempt == 1:
+            time.sleep(0.15)  # measured interval: fail once the claimer has gone back to sleep
+            runs.append((window.attempt, time.monotonic()))
+            raise ValueError("first attempt fails")
+        runs.append((window.attempt, time.monotonic()))
+
+    sf = streamlog.streaming("idle-retry", size=1, workers=2, retry_delay=0.1, url=sqlite_url)
+    thread = threading.Thread(target=sf.apply, args=(fn,), daemon=True)
+    thread.start()
+    time.sleep(1.5)  # measured interval: the claimer is in its long idle wait
+    stream.append({"i": 1})
+    wait_until(lambda: len(runs) == 2, timeout=10, message="the retry")
+    sf.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    (first, failed_at), (second, retried_at) = runs
+    assert (first, second) == (1, 2)
+    assert retried_at - failed_at < 0.6, f"retried {retried_at - failed_at:.2f} s after failing: not woken"
+
+
 def test_a_window_failing_every_attempt_is_dead_lettered_and_the_rest_committed(url):
     streamlog.stream("dead", url=url).extend([{"i": i} for i in range(20)])
     fn = Recorder(fail=lambda window: window.seq == 3)

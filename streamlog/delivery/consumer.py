@@ -136,12 +136,15 @@ class Consumer:
         #: a stream sink gets each window's records exactly once (:mod:`streamlog.delivery.once`)
         self._once = isinstance(sink, OnceSink) and not isinstance(sink, ConnectedSink)
         self._stop = threading.Event()
+        self._idle: IdleWait | None = None  # while running: interrupted by stop() and new retries
 
     # -- control --------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the loop to finish the windows in progress, commit them and return. Thread-safe."""
         self._stop.set()
+        if self._idle is not None:
+            self._idle.interrupt()
 
     @property
     def stopping(self) -> bool:
@@ -161,7 +164,7 @@ class Consumer:
             say("streamlog: aborted; the windows in progress are delivered again after their lease\n")
             raise SystemExit(128 + signum)
 
-        return graceful_stop(lambda signum: self._stop.set(), abort=abort, notice=f"stopping after {current}")
+        return graceful_stop(lambda signum: self.stop(), abort=abort, notice=f"stopping after {current}")
 
     # -- the loop -------------------------------------------------------------
 
@@ -180,12 +183,13 @@ class Consumer:
         renewer = Renewer(cursor)
         watch = self.stream.store.watch(self.stream.name) if self.blocking else None
         idle = IdleWait(cursor, self.stream.store, watch, self._stop, lease=self.lease, max_poll=self.max_poll,
-                        idle_poll=self.idle_poll, retry_due=self._retry_due)
+                        idle_poll=self.idle_poll, next_retry=lambda: self._next_retry)
+        self._idle = idle
         with self._signals():
             pool = None
             if self.workers > 1:
                 pool = WorkerPool(self.workers, lambda claimed: self._process_parallel(cursor, renewer, claimed),
-                                  self._stop.set)
+                                  self.stop)
             drain = True
             try:
                 if isinstance(self.fn, StartsUp):  # e.g. a predictor waiting for its first model; may stop()
@@ -269,6 +273,8 @@ class Consumer:
         with self._counts:
             self._retries[(claimed.claim.group, claimed.claim.seq)] = retry_at
             self._next_retry = min(self._retries.values())
+        if self._idle is not None:
+            self._idle.interrupt()  # the claiming thread may be asleep: the retry is due before it wakes
 
     def _take_over(self, cursor: DeliveryCursor, now: int) -> Claimed | None:
         """Reclaim the oldest expired or released window of the group, and forget the

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from ..items import now_ms
 from ..polling import FULL_PROBE_EVERY, IDLE_AFTER, poll_cap
-from ..store.base import Store
+from ..store.base import Store, Watch
 from .cursor import DeliveryCursor, Waiting
 
 #: how often a consumer looks for windows whose lease expired (seconds, at most)
@@ -32,22 +32,37 @@ STOP_CHECK = 0.1
 class IdleWait:
     """Sleeps a consumer until there may be work (see the module doc).
 
-    ``retry_due(now)`` tells whether a window the consumer released is due for its retry;
-    ``stop`` ends any wait at once."""
+    ``next_retry()`` is when (ms) the next window the consumer released is due for its
+    retry (0: none). A wait ends at once on :meth:`interrupt` (call it after setting
+    ``stop`` or scheduling a retry): it sleeps until the next thing due — a deadline, the
+    periodic probe, the scan for expired leases — instead of waking to check, unless its
+    watch cannot be interrupted (a server's tailable cursor), which it then wakes from at
+    least every ``STOP_CHECK``."""
 
-    def __init__(self, cursor: DeliveryCursor, store: Store, watch: Any, stop: threading.Event, *,
-                 lease: float, max_poll: float, idle_poll: float, retry_due: Callable[[int], bool]):
+    def __init__(self, cursor: DeliveryCursor, store: Store, watch: Watch | None, stop: threading.Event, *,
+                 lease: float, max_poll: float, idle_poll: float, next_retry: Callable[[], int]):
         self.cursor = cursor
         self.store = store
         self.watch = watch
         self.stop = stop
+        self._nudge = threading.Event()
         self.reclaim_every = min(RECLAIM_EVERY, lease / 4)
         # after a quiet second the scan for expired leases runs half as often (a takeover
         # waits for a lease to run out anyway: at most one more second on top of it)
         self.reclaim_idle = min(IDLE_RECLAIM_EVERY, lease / 4)
         self.max_poll = max_poll
         self.idle_poll = idle_poll
-        self.retry_due = retry_due
+        self.next_retry = next_retry
+
+    def interrupt(self) -> None:
+        """End the current wait (if any) at once: it looks again at what is due."""
+        self._nudge.set()
+        if self.watch is not None:
+            self.watch.interrupt()
+
+    def _nap(self, timeout: float) -> None:
+        self._nudge.wait(timeout)
+        self._nudge.clear()
 
     def wait(self, waiting: Waiting) -> None:
         """Sleep until the emitter's deadline, until enough new items are pending, until a
@@ -66,7 +81,8 @@ class IdleWait:
             now = now_ms()
             if wait.until is not None and now >= wait.until:
                 return
-            if self.retry_due(now):
+            retry_at = self.next_retry()
+            if retry_at and retry_at < now:
                 return  # a window a worker (or a key) released is due for its retry
             if time.monotonic() >= next_reclaim:
                 # A window whose consumer died must be taken over even while no new item
@@ -89,25 +105,35 @@ class IdleWait:
                         return
                     if newer != seen:
                         seen, started, interval = newer, time.monotonic(), 0.001
-            left = None if wait.until is None else max(0.0, (wait.until - now) / 1000)
+            due = wait.until if not retry_at else retry_at + 1 if wait.until is None else min(wait.until, retry_at + 1)
+            left = None if due is None else max(0.0, (due - now) / 1000)
             # A file watch wakes at once; a server's tailable cursor may take a while to
             # answer (FerretDB v1: 15–40 ms), so while news keeps coming the MongoDB
             # consumer polls and leans on the watch once it has been idle a second.
             push = watch is not None and (version is not None or time.monotonic() - started >= IDLE_AFTER)
             if push or want is None:
-                # Sleep until a write (or the deadline); wake at least every STOP_CHECK to
-                # notice stop() and to run the periodic full probe.
-                # A server's watch is a round trip per wait: it waits as long as a poll would.
-                check = STOP_CHECK if version is not None or not push else max(STOP_CHECK, self.idle_poll)
-                timeout = check if left is None else min(left, check)
-                if push and want is not None:
-                    woke = watch.wait(min(timeout, max(0.0, next_full - time.monotonic())))
+                # Sleep until a write, the deadline or the next periodic look (full probe,
+                # expired leases). A watch that cannot be interrupted is woken from at least
+                # every STOP_CHECK to notice stop(); a server's watch is a round trip per
+                # wait, so there it waits as long as a poll would.
+                on_watch = push and want is not None
+                assert watch is not None or not on_watch
+                if not on_watch or watch.interruptible:  # type: ignore[union-attr]
+                    look = next_reclaim if want is None else min(next_reclaim, next_full)
+                    timeout = max(0.0, look - time.monotonic())
                 else:
-                    self.stop.wait(timeout)
+                    timeout = STOP_CHECK if version is not None else max(STOP_CHECK, self.idle_poll)
+                    timeout = min(timeout, max(0.0, next_full - time.monotonic()))
+                if left is not None:
+                    timeout = min(left, timeout)
+                if on_watch:
+                    woke = watch.wait(timeout)  # type: ignore[union-attr]
+                else:
+                    self._nap(timeout)
                 continue
             woke = True
             # The cap doubles with every idle second, from max_poll up to idle_poll.
             idle = time.monotonic() - started
             cap = poll_cap(self.max_poll, self.idle_poll, idle)
-            self.stop.wait(interval if left is None else min(interval, left))
+            self._nap(interval if left is None else min(interval, left))
             interval = min(interval * 2, cap)

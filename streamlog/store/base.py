@@ -33,7 +33,7 @@ from __future__ import annotations
 import time as _time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # Claim states. A claim attempt is "open" until it is committed, dead-lettered or superseded.
 ACTIVE, FAILED, COMMITTED, DEAD = "active", "failed", "committed", "dead"
@@ -184,6 +184,23 @@ def range_offsets(flat: list[int]) -> list[int]:
     return [o for i in range(0, len(flat) - 1, 2) for o in range(flat[i], flat[i + 1] + 1)]
 
 
+class Watch(Protocol):
+    """Wakes a waiter on writes: what :meth:`Store.watch` returns."""
+
+    #: whether :meth:`interrupt` ends a wait at once (else a wait runs out its timeout)
+    interruptible: bool
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True when there may be news (the caller looks)."""
+        ...
+
+    def interrupt(self) -> None:
+        """End the current (or the next) wait early, where :attr:`interruptible`."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Store(ABC):
     """A stream log backend. Implementations must be safe to share between threads."""
 
@@ -288,7 +305,7 @@ class Store(ABC):
         """A token that changes when anyone may have written (None: unknown, probe instead)."""
         return None
 
-    def watch(self, name: str | None = None) -> Any:
+    def watch(self, name: str | None = None) -> Watch | None:
         """Something whose ``wait(timeout)`` wakes a waiter on writes (to stream ``name``, or
         any when None; it may also wake for others), or None (then consumers poll): a
         :class:`~streamlog.store.watch.FileWatch` (embedded) or a

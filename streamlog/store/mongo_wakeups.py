@@ -114,10 +114,16 @@ class TailWatch:
     await cursor on ``wakeups``. Errors make :meth:`wait` report a (possible) change, so
     the caller probes; the cursor is reopened on the next wait."""
 
+    #: a wait is a server's ``getMore``: nothing here can cut it short
+    interruptible = False
+
     def __init__(self, db: Database, name: str | None):
         self._db = db
         self._name = name
         self._cursor = 0
+
+    def interrupt(self) -> None:
+        """Nothing to do: a wait ends with its ``maxTimeMS`` (waiters bound it)."""
 
     def _open(self) -> None:
         # Every stream's signals, filtered here: FerretDB v1 holds a tailable ``find``

@@ -30,17 +30,38 @@ def _load_libc():
 
 
 class FileWatch:
-    """Tells when a SQLite database file (or its WAL / journal) was written."""
+    """Tells when a SQLite database file (or its WAL / journal) was written.
+
+    :meth:`interrupt` (any thread, or a signal handler) ends a wait at once, so a waiter
+    can sleep until its next deadline instead of waking to check for a stop."""
+
+    #: :meth:`interrupt` ends a :meth:`wait` at once
+    interruptible = True
 
     def __init__(self, fd: int, names: set[bytes]):
         self._fd = fd
         self._names = names
+        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def interrupt(self) -> None:
+        """End the current (or the next) :meth:`wait` at once."""
+        try:
+            os.eventfd_write(self._wakeup, 1)
+        except OSError:  # closed meanwhile, or the counter is full: a wake-up is pending anyway
+            pass
 
     def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True as soon as the database was written."""
-        readable, _, _ = select.select([self._fd], [], [], max(0.0, timeout))
+        """Block up to ``timeout`` seconds; True as soon as the database was written (or
+        :meth:`interrupt` was called: the caller looks again)."""
+        readable, _, _ = select.select([self._fd, self._wakeup], [], [], max(0.0, timeout))
         if not readable:
             return False
+        if self._wakeup in readable:
+            try:
+                os.eventfd_read(self._wakeup)
+            except BlockingIOError:
+                pass
+            return True
         try:
             buf = os.read(self._fd, 65536)
         except BlockingIOError:
@@ -57,7 +78,8 @@ class FileWatch:
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
-            self._fd = -1
+            os.close(self._wakeup)
+            self._fd = self._wakeup = -1
 
 
 def file_watch(path: Path) -> FileWatch | None:

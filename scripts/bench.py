@@ -7,6 +7,7 @@ and how its costs grow with the stream.
     python scripts/bench.py --backends sqlite --only append,growth
     python scripts/bench.py --mongo-url mongodb://127.0.0.1:27017   # an existing server
     python scripts/bench.py --backends sqlite --only writes --reps 7   # writes vs raw sqlite3
+    python scripts/bench.py --backends sqlite --only redis --reps 7    # vs Redis Streams (redis-py + hiredis)
 
 The MongoDB backend runs against --mongo-url, or else a private FerretDB that the script
 starts on 127.0.0.1 (scripts/install-ferretdb.sh installs it). minibatch runs in its own
@@ -32,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import common  # noqa: E402 - after the sys.path line that makes the checkout importable
 from benchlib.common import ROOT, FerretDB, find_ferretdb, machine_info  # noqa: E402 - after the sys.path line that makes the checkout importable
+from benchlib.redis_streams import bench_redis  # noqa: E402 - after the sys.path line that makes the checkout importable
 
-WORKLOADS = ("append", "writes", "consume", "latency", "idle", "growth", "roundtrips", "memory", "minibatch")
+WORKLOADS = ("append", "writes", "consume", "redis", "latency", "idle", "growth", "roundtrips", "memory", "minibatch")
 EXTRA_WORKLOADS = ("pollsweep",)  # not in the default run
 
 TARGETS = {
@@ -42,6 +44,7 @@ TARGETS = {
     "extend_ratio": 0.70,
     "count100_embedded": 20_000,
     "count100_vs_minibatch": 10.0,
+    "count100_vs_redis": 3.0,  # embedded CountWindow(100) consume ÷ Redis Streams XREADGROUP+XACK, median of ≥ 5
     "latency_p50_sqlite_ms": 10.0,
     "latency_p50_mongo_ms": 25.0,
     "idle_cpu_pct": 2.0,
@@ -69,6 +72,7 @@ def parse_args(argv=None):
     ap.add_argument("--mongo-sizes", help="items already in the stream for round trips (default 1000,10000)")
     ap.add_argument("--memory-items", type=int, help="items the memory consumer processes (default 1000000)")
     ap.add_argument("--consume-items", type=int, help="backlog for consume throughput, embedded (default 50000)")
+    ap.add_argument("--redis-items", type=int, help="items per repetition of the Redis comparison (default 50000)")
     ap.add_argument("--mongo-consume-items", type=int, help="backlog for consume throughput, MongoDB (default 1000)")
     ap.add_argument("--latency-items", type=int, help="items per latency run (default 200)")
     ap.add_argument("--idle-seconds", type=float, help="idle CPU measurement window (default 5)")
@@ -96,6 +100,7 @@ def parse_args(argv=None):
     args.memory_items = args.memory_items or (50_000 if q else 1_000_000)
     args.consume_items = args.consume_items or (5_000 if q else 50_000)
     args.mongo_consume_items = args.mongo_consume_items or (300 if q else 1_000)
+    args.redis_items = args.redis_items or (5_000 if q else 50_000)
     args.latency_items = args.latency_items or (30 if q else 200)
     args.idle_seconds = args.idle_seconds or (2.0 if q else 5.0)
     args.append_sizes = {
@@ -221,7 +226,7 @@ def evaluate(results: dict) -> list[dict]:
                     "value": f"{first['rss'] / 2**20:.1f} MiB at {first['items']:,} → {last['rss'] / 2**20:.1f} MiB "
                              f"at {last['items']:,} ({g:+.1%}); peak {mem['peak'] / 2**20:.1f} MiB",
                     "status": _status(g <= TARGETS["memory_growth"])})
-    out += writes_targets(results)
+    out += writes_targets(results) + redis_targets(results)
     return out
 
 
@@ -311,7 +316,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         rows = [[f"{s['items']:,}", f"{s['rss'] / 2**20:.1f}", f"{s['peak'] / 2**20:.1f}"] for s in mem["samples"]]
         out.append(("Memory: consumer process RSS while processing items (embedded, windows of 100)",
                     ["items processed", "RSS MiB", "peak RSS MiB"], rows))
-    out += writes_tables(results)
+    out += writes_tables(results) + redis_tables(results)
     targets = results.get("targets")
     if targets:
         out.append(("Targets", ["target", "value", "status"],
@@ -392,6 +397,33 @@ def writes_targets(results: dict) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------
+# against Redis Streams (embedded backend; benchlib/redis_streams.py)
+
+
+def redis_tables(results: dict) -> list:
+    r = results.get("backends", {}).get("sqlite", {}).get("redis")
+    if not r or r.get("skipped"):
+        return []
+    rows = [[label, str(len(r["runs"])), f"{r[f'streamlog_{key}']['median']:,.0f}",
+             f"{r[f'redis_{key}']['median']:,.0f}",
+             " / ".join(f"{r[f'{key}_ratio'][m]:.2f}×" for m in ("min", "median", "max"))]
+            for label, key in (("CountWindow(100) consume, no-op function", "consume"),
+                               ("extend(100) vs pipelined XADD × 100", "extend"))]
+    return [(f"streamlog (embedded) vs Redis {r['redis_version']} Streams through redis-py {r['redis_py']} + hiredis: "
+             "items/s, median of the runs; ratio min / median / max", ["workload", "runs", "streamlog", "Redis",
+                                                                     "ratio"], rows)]
+
+
+def redis_targets(results: dict) -> list[dict]:
+    r = results.get("backends", {}).get("sqlite", {}).get("redis")
+    if not r or r.get("skipped"):
+        return []
+    x = r["consume_ratio"]["median"]
+    return [{"target": f"sqlite: CountWindow(100) consume ≥ {TARGETS['count100_vs_redis']:g}× Redis Streams (median)",
+             "value": f"{x:.2f}×", "status": _status(x >= TARGETS["count100_vs_redis"])}]
+
+
+# ---------------------------------------------------------------------------
 
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -456,6 +488,7 @@ def main(argv=None) -> int:
                                                                       args.idle_seconds, args.polls.get(k, []), log))
             if k == "sqlite":
                 step(k, "writes", lambda be=be: bench_writes(be, max(5, args.reps), args.quick, args.seed, log))
+                step(k, "redis", lambda be=be: bench_redis(be.dir, max(5, args.reps), args.redis_items, args.seed, log))
                 step(k, "growth", lambda be=be: W.bench_growth(be, args.reps, args.growth_sizes, args.growth_batches,
                                                                args.seed, log))
                 growth_url = results["backends"].get("sqlite", {}).get("growth", {}).get("url")

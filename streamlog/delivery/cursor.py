@@ -115,6 +115,8 @@ class CursorBase:
         self.max_retries = max_retries
         self.time_field = time_field
         self.owner = owner or new_owner()
+        #: sliding windows re-show history (checked once: a runtime Protocol check is slow)
+        self._looks_back = isinstance(emitter, LooksBack)
 
     def renew(self, claimed: Claimed, now: int) -> None:
         claimed.claim.lease = now + self.lease_ms
@@ -314,7 +316,7 @@ class Cursor(CursorBase):
         """The claimed window, with the history the emitter's look-back asks for (sliding
         windows); other kinds skip it at the cost of one method call."""
         claimed = Claimed(claim, batch, times, previous_error)
-        lookback = self.emitter.lookback(claim) if isinstance(self.emitter, LooksBack) else None
+        lookback = self.emitter.lookback(claim) if self._looks_back else None
         if lookback is not None:
             name = self.stream.name
 

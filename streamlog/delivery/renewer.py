@@ -29,19 +29,24 @@ class Renewer:
         self._write = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
+        # When the thread wakes next (monotonic): a window registered later than that needs
+        # no wake-up — with windows done one after another, no thread switch per window.
+        self._wakes_at = 0.0
 
     def start(self, claimed: Claimed) -> None:
         with self._cond:
-            self._due[id(claimed)] = (time.monotonic() + self.interval, claimed)
+            due = time.monotonic() + self.interval
+            self._due[id(claimed)] = (due, claimed)
             if self._thread is None:
+                self._wakes_at = due
                 self._thread = threading.Thread(target=self._run, name="streamlog-lease", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif due < self._wakes_at:
+                self._cond.notify()
 
     def stop(self, claimed: Claimed) -> None:
-        with self._cond:
+        with self._cond:  # no wake-up: the thread finds nothing due and sleeps on
             self._due.pop(id(claimed), None)
-            self._cond.notify()
         with self._write:  # wait out a renewal in flight
             pass
 
@@ -55,10 +60,14 @@ class Renewer:
         while True:
             with self._cond:
                 while not self._closed:
-                    soonest = min((d for d, _ in self._due.values()), default=None)
-                    if soonest is not None and soonest <= time.monotonic():
+                    now = time.monotonic()
+                    # With nothing registered, sleep one interval (a window registered meanwhile
+                    # is due no earlier than that).
+                    soonest = min((d for d, _ in self._due.values()), default=now + self.interval)
+                    if soonest <= now:
                         break
-                    self._cond.wait(None if soonest is None else soonest - time.monotonic())
+                    self._wakes_at = soonest
+                    self._cond.wait(soonest - now)
                 if self._closed:
                     return
                 now = time.monotonic()

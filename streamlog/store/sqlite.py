@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from ..errors import BadURLError, NoDatabaseError, UnknownStreamError, UnreachableError
-from ..items import decode, encode, now_ms
+from ..items import decode_many, encode, now_ms
 from .base import (
     DEFAULT_GROUP,
     KEEP_MODEL_HISTORY,
@@ -375,7 +375,10 @@ class SQLiteStore(SQLiteClaims, Store):
                 sql += " LIMIT ?"
                 args.append(limit)
             rows = self._con().execute(sql, args).fetchall()
-            return Batch([r[0] for r in rows], [r[1] for r in rows], [decode(r[2]) for r in rows])
+            if not rows:
+                return Batch()
+            offsets, times, data = zip(*rows, strict=True)
+            return Batch(list(offsets), list(times), decode_many(data))
 
         return self._items_call(name, run)
 

@@ -101,13 +101,13 @@ class SQLiteClaims:
     def claim(self, claim: Claim) -> bool:
         sid = self._need(claim.stream)
         try:
-            with self._write(self._ccon()) as con:
-                con.execute(
-                    f"INSERT INTO claims ({_CLAIM_ROW}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (sid, claim.group, claim.seq, claim.attempt, claim.lo, claim.hi, claim.count,
-                     claim.start, claim.end, claim.windows, claim.owner, claim.lease, claim.state,
-                     int(claim.state in OPEN_STATES), claim.error, claim.created or now_ms(), claim.epoch),
-                )
+            # One autocommit statement: its own write transaction (no BEGIN/COMMIT round).
+            self._ccon().execute(
+                f"INSERT INTO claims ({_CLAIM_ROW}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (sid, claim.group, claim.seq, claim.attempt, claim.lo, claim.hi, claim.count,
+                 claim.start, claim.end, claim.windows, claim.owner, claim.lease, claim.state,
+                 int(claim.state in OPEN_STATES), claim.error, claim.created or now_ms(), claim.epoch),
+            )
         except sqlite3.IntegrityError:
             return False
         return True

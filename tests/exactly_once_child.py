@@ -67,6 +67,22 @@ def install(store: Any, point: str, out: str) -> None:
         return result
 
     setattr(store, name, wrapper)
+    from streamlog.store.base import Store
+
+    if name == "commit" and type(store).commit_and_claim is not Store.commit_and_claim:
+        # A single consumer's commit in a backlog also claims the next window in the same
+        # write (the embedded store's commit_and_claim; the base one calls commit): a
+        # committing seal all the same.
+        folded: Callable = store.commit_and_claim
+
+        def commit_and_claim(claim: Any, next_claim: Any) -> Any:
+            if state == "committed":
+                calls[0] += 1
+                if when == "before" and calls[0] == nth:
+                    _die(out, point, claim.seq)
+            return folded(claim, next_claim)
+
+        store.commit_and_claim = commit_and_claim
 
 
 def records(window: Any, mode: str) -> list[dict]:

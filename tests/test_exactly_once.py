@@ -28,7 +28,7 @@ from helpers import ROOT, reaped
 import streamlog
 from streamlog.delivery.chain import takeover
 from streamlog.delivery.once import dead_letter_key, window_key
-from streamlog.store.base import COMMITTED, Claim
+from streamlog.store.base import COMMITTED, Claim, Store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -142,16 +142,27 @@ def _crash_before_commit(store, nth: int) -> dict:
     state = {"calls": 0, "seq": None}
     lock = threading.Lock()
 
-    def commit(claim, st=COMMITTED, error=None):
+    folded = store.commit_and_claim
+
+    def crash_here(claim, st) -> None:
         with lock:
             if st == COMMITTED and state["seq"] is None:
                 state["calls"] += 1
                 if state["calls"] == nth:
                     state["seq"] = (claim.group, claim.seq)
                     raise Crash(claim.seq)
+
+    def commit(claim, st=COMMITTED, error=None):
+        crash_here(claim, st)
         return original(claim, st, error)
 
+    def commit_and_claim(claim, next_claim):  # a backlog's commit that also claims the next window
+        crash_here(claim, COMMITTED)
+        return folded(claim, next_claim)
+
     store.commit = commit
+    if type(store).commit_and_claim is not Store.commit_and_claim:  # the base one calls commit
+        store.commit_and_claim = commit_and_claim
     return state
 
 
@@ -162,7 +173,8 @@ def _crash_then_drain(url: str, options: dict, fn, nth: int = 2) -> dict:
         with pytest.raises(Crash):
             streamlog.streaming("src", group="g", lease=0.5, blocking=False, sink="out", url=url, **options).apply(fn)
     finally:
-        del client.store.commit  # the store's own method again
+        vars(client.store).pop("commit")  # the store's own methods again
+        vars(client.store).pop("commit_and_claim", None)
     assert crash["seq"] is not None
     src = client.get("src")
     deadline = time.monotonic() + 20

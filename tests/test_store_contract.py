@@ -184,6 +184,34 @@ def test_a_claim_key_can_be_inserted_once(url):
     assert (head.seq, head.lo, head.hi, head.owner) == (1, 0, 1, "a")
 
 
+def test_commit_and_claim_seals_then_claims_the_next_window(url):
+    """Store.commit_and_claim: the seal first (a fenced-off commit claims nothing), then
+    the next claim, which may lose its race without undoing the seal."""
+    s = streamlog.stream("folded", url=url)
+    s.extend([{"n": i} for i in range(9)])
+    store = s.store
+    ensure_group(s, "g")
+    first = _claim(s, "g", 1, 1, 0, 2, owner="a")
+    assert store.claim(first)
+    assert store.commit_and_claim(first, _claim(s, "g", 2, 1, 3, 5, owner="a")) == (True, True)
+    head = store.last_claim(s.name, "g")
+    assert (head.seq, head.attempt, head.owner, head.lo, head.hi) == (2, 1, "a", 3, 5)
+    assert [(c.seq, c.attempt) for c in store.open_claims(s.name, "g")] == [(2, 1)]  # window 1 sealed and closed
+
+    # window 2 taken over (attempt 2) before its owner commits: nothing is written
+    second = store.last_claim(s.name, "g")
+    assert store.claim(_claim(s, "g", 2, 2, 3, 5, owner="b"))
+    store.supersede(second)  # as a takeover does
+    assert store.commit_and_claim(second, _claim(s, "g", 3, 1, 6, 8, owner="a")) == (False, False)
+    assert store.last_claim(s.name, "g").seq == 2  # no window 3
+
+    # the next window already claimed by another consumer: the seal stands alone
+    taken = store.last_claim(s.name, "g")
+    assert store.claim(_claim(s, "g", 3, 1, 6, 8, owner="c"))
+    assert store.commit_and_claim(taken, _claim(s, "g", 3, 1, 6, 8, owner="b")) == (True, False)
+    assert [(c.seq, c.attempt, c.owner) for c in store.open_claims(s.name, "g")] == [(3, 1, "c")]
+
+
 def test_commit_release_and_reclaim_of_expired_leases(url):
     s = streamlog.stream("leases", url=url)
     s.extend([{"n": i} for i in range(6)])
@@ -339,7 +367,8 @@ def test_reads_larger_than_one_server_batch_are_complete(url):
 
 def test_mongodb_round_trips_do_not_depend_on_batch_or_window_size(mongo_server):
     """extend = 1 command whatever the batch; a window = 2 (claim, seal) whatever its size,
-    items read ahead for several windows in one query, sealed attempts closed in one batch."""
+    1 in a backlog where each commit also claims the next window; items read ahead for
+    several windows in one query, sealed attempts closed in one batch."""
     import math
     import uuid
 
@@ -376,6 +405,17 @@ def test_mongodb_round_trips_do_not_depend_on_batch_or_window_size(mongo_server)
             # the sealed attempts are closed in one write a second (at most), and at the flush
             assert 1 <= commands.count("update") <= 1 + math.ceil(seconds), size
             assert not client.store.open_claims("rt", group.name)
+        # a single consumer in a backlog: the seal and the next claim in one ordered insert
+        cursor = Cursor(s, ensure_group(s, "folded"), CountWindow(10), lease=30, max_retries=0)
+        cursor.head(now_ms())
+        listener.sent.clear()
+        claimed = cursor.claim(now_ms())
+        for _ in range(windows - 1):
+            committed, claimed = cursor.commit_and_claim(claimed, now_ms())
+            assert committed and len(claimed.batch) == 10
+        assert cursor.commit(claimed)
+        assert [name for name, _ in listener.sent].count("insert") == windows + 1  # first claim … last seal
+        assert s.info()["groups"]["folded"]["windows"] == windows
     finally:
         client.store.client.drop_database(url.rsplit("/", 1)[1])
         client.close()

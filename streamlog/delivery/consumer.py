@@ -215,11 +215,23 @@ class Consumer:
         return self.processed
 
     def _loop(self, cursor: DeliveryCursor, renewer: Renewer, idle: IdleWait) -> None:
-        """One worker: claim → run → commit, one window after another."""
+        """One worker: claim → run → commit, one window after another. In a backlog the
+        commit also claims the next window (:meth:`DeliveryCursor.commit_and_claim`): one
+        store write per window instead of two. A window claimed that way is run even when
+        stop() came meanwhile — it is in progress."""
         next_reclaim = 0.0
-        while not self._stop.is_set():
+        claimed_next: Claimed | Waiting | None = None
+        result: Claimed | Waiting | None
+        while True:
             left = None if self.max_windows is None else self.max_windows - self.processed
-            if left is not None and left <= 0:
+            if isinstance(claimed_next, Claimed):
+                taken, claimed_next = claimed_next, None
+                retry_at, claimed_next = self._process(cursor, renewer, taken, self._may_fold(next_reclaim), left)
+                self._after(cursor, taken, retry_at)
+                if retry_at is not None:
+                    next_reclaim = 0.0
+                continue
+            if self._stop.is_set() or (left is not None and left <= 0):
                 break
             now = now_ms()
             if self._retry_at:
@@ -230,7 +242,10 @@ class Consumer:
                     continue
                 self._retry_at = 0
                 next_reclaim = 0.0
-            result, next_reclaim = self._next_window(cursor, now, left, next_reclaim)
+            if isinstance(claimed_next, Waiting):
+                result, claimed_next = claimed_next, None  # what the emitter said at the last commit
+            else:
+                result, next_reclaim = self._next_window(cursor, now, left, next_reclaim)
             if result is None:
                 continue  # lost a race for the next window: try again at once
             if isinstance(result, Waiting):
@@ -241,16 +256,28 @@ class Consumer:
                 else:
                     break
                 continue
-            retry_at = self._process(cursor, renewer, result)
-            if retry_at is None:
-                continue
-            if cursor.hold(result, retry_at):
-                # Only the failing window's chain (a key) waits: the loop takes its retry over
-                # (before any claim) once the backoff has passed.
-                self._schedule_retry(result, retry_at)
-            else:
-                self._retry_at = retry_at
+            retry_at, claimed_next = self._process(cursor, renewer, result, self._may_fold(next_reclaim), left)
+            self._after(cursor, result, retry_at)
+            if retry_at is not None:
                 next_reclaim = 0.0  # released for retry: pick it up again after the backoff
+
+    def _may_fold(self, next_reclaim: float) -> bool:
+        """Whether the commit of the window about to run may claim the next one: not when
+        stopping, when the reclaim scan is due (expired windows come first) or a released
+        window awaits its retry (and, decided at the commit, not past ``max_windows``)."""
+        return (not self._stop.is_set() and time.monotonic() < next_reclaim and not self._retries
+                and not self._retry_at)
+
+    def _after(self, cursor: DeliveryCursor, claimed: Claimed, retry_at: int | None) -> None:
+        """A window failed and was released for a retry at ``retry_at``: schedule it."""
+        if retry_at is None:
+            return
+        if cursor.hold(claimed, retry_at):
+            # Only the failing window's chain (a key) waits: the loop takes its retry over
+            # (before any claim) once the backoff has passed.
+            self._schedule_retry(claimed, retry_at)
+        else:
+            self._retry_at = retry_at
 
     def _next_window(self, cursor: DeliveryCursor, now: int, left: int | None,
                      next_reclaim: float) -> tuple[Claimed | Waiting | None, float]:
@@ -343,18 +370,21 @@ class Consumer:
                 self.fenced += 1
 
     def _process_parallel(self, cursor: DeliveryCursor, renewer: Renewer, claimed: Claimed) -> None:
-        retry_at = self._process(cursor, renewer, claimed)
+        retry_at, _ = self._process(cursor, renewer, claimed)
         if retry_at is not None:
             self._schedule_retry(claimed, retry_at)
 
-    def _process(self, cursor: DeliveryCursor, renewer: Renewer, claimed: Claimed) -> int | None:
-        """Run, then commit (or dead-letter) one claimed window; when it failed and may be
-        retried, release it and return the time (ms) from which it is retried."""
+    def _process(self, cursor: DeliveryCursor, renewer: Renewer, claimed: Claimed, fold: bool = False,
+                 left: int | None = None) -> tuple[int | None, Claimed | Waiting | None]:
+        """Run, then commit (or dead-letter) one claimed window. Returns the time (ms) from
+        which it is retried when it failed and was released (else None), and with ``fold``
+        what the commit claimed next (:meth:`DeliveryCursor.commit_and_claim`; ``left``:
+        the windows still allowed, this one included)."""
         if not cursor.allowed(claimed.claim.attempt):
             # Taken over after the last allowed attempt died with its process: do not run it again.
             self._dead_letter(cursor, claimed, claimed.previous_error or "too many attempts",
                               attempts=claimed.claim.attempt - 1)
-            return None
+            return None, None
         renewer.start(claimed)
         done = 0
         records: list[dict] = []  # a stream sink's: written once, after the claim's last window
@@ -384,22 +414,26 @@ class Consumer:
                 log.error("window %s/%s #%d failed on attempt %d of %d:\n%s", c.stream, c.group, c.seq,
                           c.attempt, self.max_retries + 1, traceback.format_exc())
                 self._dead_letter(cursor, claimed, error)
-                return None
+                return None, None
             delay = self.backoff(c.attempt)
             log.warning("window %s/%s #%d failed on attempt %d of %d (retry in %.2f s): %s", c.stream,
                         c.group, c.seq, c.attempt, self.max_retries + 1, delay, error)
             retry_at = now_ms() + round(delay * 1000)
             cursor.release(claimed, error, retry_at)
-            return retry_at
+            return retry_at, None
         except BaseException:
             renewer.stop(claimed)  # KeyboardInterrupt/SystemExit: the lease lapses, another consumer retries
             raise
         renewer.stop(claimed)
-        if cursor.commit(claimed):
-            with self._counts:
-                self.processed += done
+        claimed_next: Claimed | Waiting | None = None
+        if fold and not self._stop.is_set() and (left is None or left > done):
+            committed, claimed_next = cursor.commit_and_claim(claimed, now_ms(), None if left is None else left - done)
         else:
-            with self._counts:
+            committed = cursor.commit(claimed)
+        with self._counts:
+            if committed:
+                self.processed += done
+            else:
                 self.fenced += 1
-        return None
+        return None, claimed_next
 

@@ -89,6 +89,12 @@ class DeliveryCursor(Protocol):
 
     def commit(self, claimed: Claimed) -> bool: ...
 
+    def commit_and_claim(self, claimed: Claimed, now: int,
+                         max_windows: int | None = None) -> tuple[bool, Claimed | Waiting | None]:
+        """Commit, and claim the next window in the same write where that can be done:
+        ``(committed, what claim() would have returned)``, or ``(committed, None)`` when
+        the caller should claim as usual."""
+
     def release(self, claimed: Claimed, error: str, retry_at: int = 0) -> None: ...
 
     def hold(self, claimed: Claimed, until: int) -> bool:
@@ -126,10 +132,19 @@ class CursorBase:
         """Commit the window; False when this attempt was fenced off (see :meth:`Store.commit`)."""
         if self.store.commit(claimed.claim):
             return True
-        c = claimed.claim
+        self._fenced(claimed.claim)
+        return False
+
+    @staticmethod
+    def _fenced(c: Claim) -> None:
         log.warning("window %s/%s #%d: attempt %d lost its lease to a newer attempt before it could "
                     "commit; the newer attempt's result stands", c.stream, c.group, c.seq, c.attempt)
-        return False
+
+    def commit_and_claim(self, claimed: Claimed, now: int,
+                         max_windows: int | None = None) -> tuple[bool, Claimed | Waiting | None]:
+        """Just the commit here (the caller claims as usual); :class:`Cursor` folds the
+        next claim into the commit's write."""
+        return self.commit(claimed), None
 
     def release(self, claimed: Claimed, error: str, retry_at: int = 0) -> None:
         """Give the window up for a retry from ``retry_at`` (ms) on."""
@@ -281,6 +296,44 @@ class Cursor(CursorBase):
         when another consumer claimed first (call again at once).
         """
         head = self.head(now)
+        chosen = self._choose(head, now, max_windows)
+        if isinstance(chosen, Waiting):
+            return chosen
+        claim, batch, times = chosen
+        if not self.store.claim(claim):
+            self._forget_head()
+            return None
+        self._extended(claim, now)
+        return self._claimed(claim, batch, times)
+
+    def commit_and_claim(self, claimed: Claimed, now: int,
+                         max_windows: int | None = None) -> tuple[bool, Claimed | Waiting | None]:
+        """Commit ``claimed`` and, when it is the chain's head and the emitter has the next
+        window ready, claim that one in the same store write (the embedded backend: one
+        transaction instead of two). Otherwise the commit alone, or the commit and the
+        emitter's :class:`Waiting`."""
+        head = self.head(now)
+        c = claimed.claim
+        if head.seq != c.seq or head.hi != c.hi:  # a window taken over, behind the head
+            return self.commit(claimed), None
+        chosen = self._choose(head, now, max_windows)
+        if isinstance(chosen, Waiting):
+            return self.commit(claimed), chosen
+        claim, batch, times = chosen
+        committed, won = self.store.commit_and_claim(c, claim)
+        if not committed:
+            self._fenced(c)
+            self._forget_head()
+            return False, None
+        if not won:
+            self._forget_head()
+            return True, None
+        self._extended(claim, now)
+        return True, self._claimed(claim, batch, times)
+
+    def _choose(self, head: Head, now: int, max_windows: int | None) -> Waiting | tuple[Claim, Batch, list[int]]:
+        """What the emitter makes of the items after ``head``: the next claim (not yet
+        inserted) with its items, or a :class:`Waiting`."""
         pending = Pending(head.hi, head.end, self._load, self._times)
         decision = self.emitter.select(pending, now)
         if isinstance(decision, Wait):
@@ -301,11 +354,7 @@ class Cursor(CursorBase):
         hi = batch.offsets[-1] if decision.count else head.hi
         claim = head.next_claim(self.stream.name, self.group.name, hi=hi, count=decision.count, owner=self.owner,
                                 lease=now + self.lease_ms, now=now, start=decision.start, end=end, windows=windows)
-        if not self.store.claim(claim):
-            self._forget_head()
-            return None
-        self._extended(claim, now)
-        return self._claimed(claim, batch, times)
+        return claim, batch, times
 
     # -- what a claim delivers -------------------------------------------------
 

@@ -361,6 +361,15 @@ class Store(ABC):
         open by a crash is closed by whoever finds it expired (its takeover meets the seal).
         """
 
+    def commit_and_claim(self, claim: Claim, next_claim: Claim) -> tuple[bool, bool]:
+        """:meth:`commit` ``claim`` (a window) and :meth:`claim` ``next_claim`` (the next
+        window of the same chain) — ``(committed, claimed)``. ``next_claim`` is only
+        inserted once the seal is in: a fenced-off commit claims nothing. A backend may do
+        both in one write (the embedded one: one transaction; the next claim can still
+        lose its race, then only the seal stands)."""
+        committed = self.commit(claim)
+        return committed, committed and self.claim(next_claim)
+
     def flush(self, retry: bool = True) -> None:  # noqa: B027 - optional: only a store that defers writes has any
         """Write what this store deferred (the closes of committed attempts), now. The store
         does it by itself before :meth:`open_claims`, :meth:`expired` and :meth:`close`.

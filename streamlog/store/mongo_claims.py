@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from ..items import now_ms
 from .base import COMMITTED, FAILED, OPEN_STATES, Claim, Group
@@ -131,11 +131,11 @@ class MongoClaims:
                      lease=d.get("lease", 0), state=d.get("state", ""), error=d.get("error"),
                      created=d.get("created", 0), epoch=d.get("e"))
 
-    def _insert_owned(self, name: str, doc: dict) -> bool:
+    def _insert_owned(self, name: str, doc: dict, suspect: bool = False) -> bool:
         """Insert ``doc``; False on a duplicate ``_id`` — unless an earlier attempt of this
-        very insert was applied before the connection dropped (same owner, state, time)."""
+        very insert was applied before the connection dropped (same owner, state, time;
+        ``suspect``: an earlier attempt may have been)."""
         outage = None
-        suspect = False
         while True:
             try:
                 self._claims(name).insert_one(doc)
@@ -171,22 +171,64 @@ class MongoClaims:
     def renew(self, claim: Claim, lease: int) -> None:
         self._update_attempt(claim, {"lease": lease})
 
-    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> bool:
+    def _seal_document(self, claim: Claim, state: str, error: str | None) -> dict:
+        """The seal of ``claim``: the next attempt's key, closed."""
         seal = self._claim_document(claim)
         seal.update(_id=_claim_id(claim.group, claim.seq, claim.attempt + 1), k=claim.attempt + 1,
                     state=state, open=False, lease=0, error=error, created=now_ms())
+        return seal
+
+    def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> bool:
+        seal = self._seal_document(claim, state, error)
         if not self._insert_owned(claim.stream, seal):
             return False  # a newer attempt took the window over
         if state != COMMITTED or error is not None:  # dead letters: rare, closed at once
             self._update_attempt(claim, {"state": state, "open": False, "error": error})
             return True
-        now = seal["created"]
+        self._close_later(claim, seal["created"])
+        return True
+
+    def commit_and_claim(self, claim: Claim, next_claim: Claim) -> tuple[bool, bool]:
+        """The seal and the next claim in one ordered insert: one round trip where a commit
+        and a claim take two. Ordered, so a duplicate seal (fenced off) inserts nothing."""
+        name = claim.stream
+        seal, nxt = self._seal_document(claim, COMMITTED, None), self._claim_document(next_claim)
+        outage = None
+        suspect = False
+        while True:
+            try:
+                self._claims(name).insert_many([seal, nxt], ordered=True)
+                committed = won = True
+                break
+            except BulkWriteError as exc:
+                failed = (exc.details.get("writeErrors") or [{}])[0]
+                if failed.get("code") != 11000:
+                    raise
+                if failed.get("index") == 0:  # the seal's key exists
+                    if not suspect:
+                        return False, False  # a newer attempt took the window over
+                    found = self._stored_ownership(name, seal["_id"])
+                    if found is None or any(found.get(k) != seal[k] for k in ("owner", "state", "created")):
+                        return False, False
+                    # our own seal, from an attempt cut short: the next claim may be in too
+                    committed, won = True, self._insert_owned(name, nxt, suspect=True)
+                else:  # the seal went in now (so no earlier try's did, nor its next claim):
+                    committed, won = True, False  # another consumer claimed the next window first
+                break
+            except PyMongoError as exc:
+                outage = outage or self._outage()
+                outage.wait(exc)
+                suspect = True
+        self._close_later(claim, seal["created"])
+        return committed, won
+
+    def _close_later(self, claim: Claim, now: int) -> None:
+        """Queue the close of ``claim``'s sealed attempt (see :meth:`flush`)."""
         due = min(now + CLOSE_WITHIN_MS, (claim.created + claim.lease) // 2 if claim.lease else now)
         if self._closes.add(claim.stream, _claim_id(claim.group, claim.seq, claim.attempt), due):
             self.flush()
         else:
             self._flush_if_due(now)
-        return True
 
     def release(self, claim: Claim, error: str, retry_at: int = 0) -> None:
         self._update_attempt(claim, {"state": FAILED, "lease": retry_at, "error": error})

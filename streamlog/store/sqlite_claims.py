@@ -98,16 +98,33 @@ class SQLiteClaims:
 
     # -- claims ---------------------------------------------------------------
 
+    @staticmethod
+    def _insert_claim(con: sqlite3.Connection, sid: int, c: Claim) -> None:
+        """Insert attempt ``c`` (IntegrityError: its key exists)."""
+        con.execute(f"INSERT INTO claims ({_CLAIM_ROW}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (sid, c.group, c.seq, c.attempt, c.lo, c.hi, c.count, c.start, c.end, c.windows, c.owner,
+                     c.lease, c.state, int(c.state in OPEN_STATES), c.error, c.created or now_ms(), c.epoch))
+
+    @staticmethod
+    def _seal(con: sqlite3.Connection, sid: int, c: Claim, state: str, error: str | None) -> bool:
+        """The seal of attempt ``c`` and its close; False (nothing written) when a newer
+        attempt holds the seal's key. Inside the caller's write transaction."""
+        try:  # the seal: the next attempt's key, closed
+            con.execute(
+                f"INSERT INTO claims ({_CLAIM_ROW}) VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?,0,?,?,?)",
+                (sid, c.group, c.seq, c.attempt + 1, c.lo, c.hi, c.count, c.start, c.end, c.windows,
+                 c.owner, state, error, now_ms(), c.epoch))
+        except sqlite3.IntegrityError:
+            return False  # a newer attempt took the window over
+        con.execute("UPDATE claims SET state=?, open=0, error=? WHERE sid=? AND grp=? AND seq=? AND attempt=?",
+                    (state, error, sid, c.group, c.seq, c.attempt))
+        return True
+
     def claim(self, claim: Claim) -> bool:
         sid = self._need(claim.stream)
         try:
             # One autocommit statement: its own write transaction (no BEGIN/COMMIT round).
-            self._ccon().execute(
-                f"INSERT INTO claims ({_CLAIM_ROW}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (sid, claim.group, claim.seq, claim.attempt, claim.lo, claim.hi, claim.count,
-                 claim.start, claim.end, claim.windows, claim.owner, claim.lease, claim.state,
-                 int(claim.state in OPEN_STATES), claim.error, claim.created or now_ms(), claim.epoch),
-            )
+            self._insert_claim(self._ccon(), sid, claim)
         except sqlite3.IntegrityError:
             return False
         return True
@@ -138,18 +155,22 @@ class SQLiteClaims:
 
     def commit(self, claim: Claim, state: str = COMMITTED, error: str | None = None) -> bool:
         sid = self._need(claim.stream)
-        c = claim
         with self._write(self._ccon()) as con:
-            try:  # the seal: the next attempt's key, closed
-                con.execute(
-                    f"INSERT INTO claims ({_CLAIM_ROW}) VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?,0,?,?,?)",
-                    (sid, c.group, c.seq, c.attempt + 1, c.lo, c.hi, c.count, c.start, c.end, c.windows,
-                     c.owner, state, error, now_ms(), c.epoch))
+            return self._seal(con, sid, claim, state, error)
+
+    def commit_and_claim(self, claim: Claim, next_claim: Claim) -> tuple[bool, bool]:
+        """The seal, the close and the next claim in one write transaction (one WAL commit
+        where a commit and a claim take two). A lost race for the next claim undoes only
+        that insert (SQLite rolls back the failing statement, not the transaction)."""
+        sid = self._need(claim.stream)
+        with self._write(self._ccon()) as con:
+            if not self._seal(con, sid, claim, COMMITTED, None):
+                return False, False
+            try:
+                self._insert_claim(con, sid, next_claim)
             except sqlite3.IntegrityError:
-                return False  # a newer attempt took the window over
-            con.execute("UPDATE claims SET state=?, open=0, error=? WHERE sid=? AND grp=? AND seq=? AND attempt=?",
-                        (state, error, sid, c.group, c.seq, c.attempt))
-        return True
+                return True, False
+        return True, True
 
     def release(self, claim: Claim, error: str, retry_at: int = 0) -> None:
         self._update(claim, "state=?, lease=?, error=?", (FAILED, retry_at, error))

@@ -47,7 +47,6 @@ import re
 import sys
 import time
 from datetime import date, datetime, timedelta, timezone
-from itertools import chain
 from typing import Any, Iterable, Mapping
 
 import orjson
@@ -306,63 +305,6 @@ def normalize_many(items: Iterable[Any], nested_arrays: bool = True) -> list[dic
             out.append(normalize(item, nested_arrays))
         except BadItemError as exc:
             raise BadItemError(f"item {i}: {exc}") from None
-    return out
-
-
-_PLAIN = frozenset((str, int, float, bool, type(None)))
-_PLAIN_OPTIONS = orjson.OPT_STRICT_INTEGER  # ints beyond ±2**53 take the general path (range check)
-
-
-def encode_plain(items: Any) -> list[bytes] | None:
-    """The stored encoding of a batch in which every item is a flat ``dict`` of plain
-    values (``str``, ``int``, ``float``, ``bool``, ``None``) under keys already validated:
-    the common case, checked and encoded at about the cost of the encoding alone. Returns
-    None for anything else (the caller takes :func:`normalize_many` then
-    :func:`encode_many`, which say what is wrong). For such items the encoding *is* the
-    canonical form's: NaN and ±inf encode as ``null``, as :func:`normalize` stores them; an
-    int beyond ±2**53 or a ``-0.0`` (stored as ``0.0``) sends the batch the general way.
-    """
-    if type(items) is not list or not items:
-        return None
-    if len(items) == 1:  # append(): no batch machinery
-        one = encode_plain_one(items[0])
-        return None if one is None else [one]
-    if (set(map(type, items)) != {dict} or not all(map(_good_keys.issuperset, items))
-          or not _PLAIN.issuperset(map(type, chain.from_iterable(map(dict.values, items))))):
-        return None
-    dumps = orjson.dumps
-    try:
-        out = [dumps(item, option=_PLAIN_OPTIONS) for item in items]
-    except TypeError:  # an int beyond 53 bits, a lone surrogate: the general path says
-        return None
-    joined = b"".join(out)
-    if (b"-0.0" in joined and (b"-0.0," in joined or b"-0.0}" in joined)) or max(map(len, out)) > MAX_ITEM_BYTES:
-        return None  # one scan in the common case; a -0.0 value (or such text in a string) is looked at closer
-    return out
-
-
-def plain_documents(items: list[dict], encoded: list[bytes]) -> list[dict]:
-    """The canonical form of flat plain items that :func:`encode_plain` encoded: the items
-    themselves, except one whose encoding holds a ``null`` (a ``None`` — or a NaN or ±inf,
-    stored as ``None``), which is decoded from its encoding (floats round-trip exactly)."""
-    loads = orjson.loads
-    return [loads(row) if b"null" in row else item for item, row in zip(items, encoded, strict=True)]
-
-
-def encode_plain_one(item: Any) -> bytes | None:
-    """:func:`encode_plain` of one item (``Stream.append``): its encoding, or None."""
-    if type(item) is not dict or not _good_keys.issuperset(item):
-        return None
-    values = item.values()
-    if not _PLAIN.issuperset(map(type, values)):
-        return None
-    try:
-        out = orjson.dumps(item, option=_PLAIN_OPTIONS)
-    except TypeError:  # an int beyond 53 bits, a lone surrogate: the general path says
-        return None
-    # -0.0 == 0.0: only an item with a zero value can hold a -0.0 (stored as 0.0)
-    if (0.0 in values and (b"-0.0," in out or b"-0.0}" in out)) or len(out) > MAX_ITEM_BYTES:
-        return None
     return out
 
 

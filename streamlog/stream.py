@@ -15,16 +15,14 @@ from .errors import ConsumerError, KeyBusyError, KeyReusedError, StreamlogError,
 from .items import (
     MAX_ITEM_BYTES,
     encode_many,
-    encode_plain,
-    encode_plain_one,
     fingerprint,
     ms_to_datetime,
     nested_array_path,
     normalize_many,
     now_ms,
-    plain_documents,
 )
 from .names import DEAD_SUFFIX, check_idempotency_key, check_name, dead_letter_stream, did_you_mean
+from .plain import encode_plain, encode_plain_one, plain_documents, prepare
 from .store.base import CLAIM_RETENTION_MS, KEEP_MODEL_HISTORY, KEY_WINDOW_MS, Batch, StreamRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,9 +122,9 @@ class Stream:
         return offsets
 
     def _append_plain(self, items: list[dict], encoded: list[bytes]) -> list[int]:
-        """Append flat plain items that :func:`~streamlog.items.encode_plain` checked and
+        """Append flat plain items that :func:`~streamlog.plain.encode_plain` checked and
         encoded: a store of documents (MongoDB) takes them as they are (their canonical
-        form) unless one holds a NaN or ±inf (:func:`~streamlog.items.plain_documents`)."""
+        form) unless one holds a NaN or ±inf (:func:`~streamlog.plain.plain_documents`)."""
         documents = items if self.store.encoded_only else plain_documents(items, encoded)
         offsets = self.store.append(self.name, documents, now_ms(), encoded)
         self._retain_maybe()
@@ -150,8 +148,7 @@ class Stream:
         raises :class:`KeyBusyError`. Validation as :meth:`extend`.
         """
         check_idempotency_key(key)
-        normalized = normalize_many(items, self.store.nested_arrays)
-        encoded = encode_many(normalized, MAX_ITEM_BYTES)
+        normalized, encoded = prepare(items, self.store.nested_arrays, documents=not self.store.encoded_only)
         digest = fingerprint(normalized) if check_items else "*"
         return self._append_once(key, normalized, encoded, digest, wait)
 

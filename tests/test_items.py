@@ -209,7 +209,7 @@ def test_bad_items_store_nothing_on_every_backend(url):
 
 
 def test_append_of_a_flat_item_under_known_keys_stores_its_canonical_form(url):
-    # Stream.append's one-item path (items.encode_plain_one) once the keys are known; on
+    # Stream.append's one-item path (plain.encode_plain_one) once the keys are known; on
     # MongoDB the item itself is the stored document (decoded from its encoding when it
     # holds a NaN or ±inf).
     stream = streamlog.connect(url).stream("plain")
@@ -226,7 +226,7 @@ def test_append_of_a_flat_item_under_known_keys_stores_its_canonical_form(url):
 
 
 def test_extend_of_flat_items_under_known_keys_stores_their_canonical_form(url):
-    # Stream.extend's batch path (items.encode_plain + plain_documents on MongoDB).
+    # Stream.extend's batch path (plain.encode_plain + plain_documents on MongoDB).
     stream = streamlog.connect(url).stream("plain")
     stream.extend([{"v": 1, "w": 2.5}, {"v": 2, "w": 3.5}])  # the keys become known
     batch = [{"v": math.nan, "w": 1.0}, {"v": math.inf, "w": None}, {"v": 2**60, "w": -math.inf}, {"v": "x", "w": 0.5}]

@@ -47,10 +47,10 @@ log = logging.getLogger("streamlog")
 def _as_items(result: Any) -> list[dict]:
     if isinstance(result, dict):
         return [result]
-    if isinstance(result, Records):
-        return result.to_dict("records")
     if isinstance(result, (list, tuple)) and all(isinstance(r, dict) for r in result):
         return list(result)
+    if isinstance(result, Records):  # a runtime Protocol check: slow, so after the common cases
+        return result.to_dict("records")
     raise ConsumerError(
         f"a consumer with sink= must return a dict, a list of dicts, a DataFrame or None, "
         f"not {type(result).__name__}")

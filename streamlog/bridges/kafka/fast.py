@@ -5,7 +5,7 @@ the stored form of their items, :func:`append_encoded` appends it.
 It takes the common case only: every message without headers and with a value that is a
 flat JSON object of plain values (``str``, ``int``, ``float``, ``bool``, ``null``) under
 keys the log has already checked once — the values are checked and encoded by
-:func:`streamlog.items.encode_plain` (the check ``Stream.extend`` itself uses for flat
+:func:`streamlog.plain.encode_plain` (the check ``Stream.extend`` itself uses for flat
 items), the envelope around them is fixed. The bytes are those ``Stream.extend`` would
 store for :func:`~.messages.to_item`'s items (``tests/test_bridge_kafka.py`` compares
 them), at a fraction of the cost: no item dicts built and then walked again. Any other
@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 
-from ...items import MAX_ITEM_BYTES, encode_plain, now_ms
+from ...items import MAX_ITEM_BYTES, now_ms
 from ...lines import _DIGITS, _LONG_RUN  # json_value's rule for integers beyond 64 bits
+from ...plain import encode_plain
 from .messages import ORIGIN
 
 

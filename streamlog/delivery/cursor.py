@@ -14,10 +14,11 @@ may run; the window's items then go to the dead-letter stream.
 
 Round trips per window on MongoDB, in steady state: two — the claim's insert and the
 commit's seal —, one in a backlog, where :meth:`Cursor.commit_and_claim` writes the seal
-and the next window's claim together (on SQLite: one transaction). Items are read ahead (:func:`read_ahead`: up to 16 windows' worth, at most
-5,000 items, in one query) and kept for the next claims; the store closes sealed attempts
-in batches (:mod:`streamlog.store.mongo_claims`); the chain head is cached (re-read after a
-lost race or once a minute); a reclaim scan (one query) runs at most once a second. None
+and the next window's claim together (on SQLite: one transaction). Items are read
+ahead (:func:`read_ahead`: up to 16 windows' worth, at most 5,000 items, in one query)
+and kept for the next claims; the store closes sealed attempts in batches
+(:mod:`streamlog.store.mongo_claims`); the chain head is cached (re-read after a lost
+race or once a minute); a reclaim scan (one query) runs at most once a second. None
 of them depends on window size or stream length beyond the items themselves.
 """
 

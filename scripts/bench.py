@@ -72,7 +72,8 @@ def parse_args(argv=None):
     ap.add_argument("--mongo-sizes", help="items already in the stream for round trips (default 1000,10000)")
     ap.add_argument("--memory-items", type=int, help="items the memory consumer processes (default 1000000)")
     ap.add_argument("--consume-items", type=int, help="backlog for consume throughput, embedded (default 50000)")
-    ap.add_argument("--redis-items", type=int, help="items per repetition of the Redis comparison (default 50000)")
+    ap.add_argument("--redis-items", type=int,
+                    help="items per repetition of the Redis comparison (default 100000: ten chunks of 10,000)")
     ap.add_argument("--mongo-consume-items", type=int, help="backlog for consume throughput, MongoDB (default 1000)")
     ap.add_argument("--latency-items", type=int, help="items per latency run (default 200)")
     ap.add_argument("--idle-seconds", type=float, help="idle CPU measurement window (default 5)")
@@ -100,7 +101,7 @@ def parse_args(argv=None):
     args.memory_items = args.memory_items or (50_000 if q else 1_000_000)
     args.consume_items = args.consume_items or (5_000 if q else 50_000)
     args.mongo_consume_items = args.mongo_consume_items or (300 if q else 1_000)
-    args.redis_items = args.redis_items or (5_000 if q else 50_000)
+    args.redis_items = args.redis_items or (5_000 if q else 100_000)
     args.latency_items = args.latency_items or (30 if q else 200)
     args.idle_seconds = args.idle_seconds or (2.0 if q else 5.0)
     args.append_sizes = {
@@ -230,8 +231,14 @@ def evaluate(results: dict) -> list[dict]:
     return out
 
 
+def _range(runs: list[dict] | None, key: str, fmt) -> str:
+    """``min – max`` of ``key`` over a measurement's repetitions (how far a rerun may land)."""
+    values = [r[key] for r in runs or [] if r.get(key) is not None]
+    return f"{fmt(min(values))} – {fmt(max(values))}" if len(values) > 1 else ""
+
+
 def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of every table."""
+    """(title, header, rows) of every table: medians of the repetitions, with their range."""
     out = []
     b = results.get("backends", {})
     rows = []
@@ -241,10 +248,11 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 a = r["append"][label]
                 rows.append([kind, {"append": "append (1 item)", "extend100": "extend (100)",
                                     "extend10000": "extend (10,000)"}[label],
-                             f"{a['streamlog']:,.0f}", f"{a['raw']:,.0f}", f"{a['ratio']:.0%}"])
+                             f"{a['streamlog']:,.0f}", f"{a['raw']:,.0f}", f"{a['ratio']:.0%}",
+                             _range(a.get("runs"), "ratio", lambda x: f"{x:.0%}")])
     if rows:
-        out.append(("Append: items/s, streamlog vs the raw driver (same run, interleaved)",
-                    ["backend", "workload", "streamlog", "raw driver", "ratio"], rows))
+        out.append(("Append: items/s, streamlog vs the raw driver (same run, interleaved); medians",
+                    ["backend", "workload", "streamlog", "raw driver", "ratio", "ratio min – max"], rows))
     rows = []
     mb = results.get("minibatch") or {}
     for kind, r in b.items():
@@ -257,10 +265,11 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 other = ""
                 if kind == "mongo" and key == "count100_x1" and mb.get("count100"):
                     other = f"{mb['count100']['rate']:,.1f}"
-                rows.append([kind, label, f"{c['items']:,}", f"{c['rate']:,.0f}" if c["rate"] else "?", other])
+                rows.append([kind, label, f"{c['items']:,}", f"{c['rate']:,.0f}" if c["rate"] else "?",
+                             _range(c.get("runs"), "rate", lambda x: f"{x:,.0f}"), other])
     if rows:
-        out.append(("Consume: items/s over a backlog, no-op function",
-                    ["backend", "emitter", "backlog", "streamlog", "minibatch"], rows))
+        out.append(("Consume: items/s over a backlog, no-op function; median of the repetitions",
+                    ["backend", "emitter", "backlog", "streamlog", "min – max", "minibatch"], rows))
     rows = []
     for kind, r in b.items():
         lat, idle = r.get("latency"), r.get("idle")
@@ -268,7 +277,8 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             rows.append([f"streamlog {kind}",
                          f"{lat['p50']:.1f}" if lat and lat["p50"] is not None else "",
                          f"{lat['p99']:.1f}" if lat and lat["p99"] is not None else "",
-                         f"{idle['cpu_pct']:.2f}" if idle else "",
+                         (f"{idle['cpu_pct']:.2f} ({_range(idle.get('runs'), 'cpu_pct', lambda x: f'{x:.2f}')})"
+                          if idle else ""),
                          f"{idle['server_cpu_pct']:.2f}" if idle and idle.get("server_cpu_pct") is not None else ""])
     if mb.get("latency"):
         lat = mb["latency"]

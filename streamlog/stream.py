@@ -22,7 +22,7 @@ from .items import (
     now_ms,
 )
 from .names import DEAD_SUFFIX, check_idempotency_key, check_name, dead_letter_stream, did_you_mean
-from .plain import encode_plain, encode_plain_one, plain_documents, prepare
+from .plain import encode_plain_one, plain_documents, prepare
 from .store.base import CLAIM_RETENTION_MS, KEEP_MODEL_HISTORY, KEY_WINDOW_MS, Batch, StreamRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -107,16 +107,15 @@ class Stream:
         """
         if not _dead_letters:
             # Flat items of plain values (the common case) are checked and encoded in one go
-            # (the encoding also gives the 1 MiB check); anything else the general way below.
-            plain = encode_plain(items)
-            if plain is not None:
-                return self._append_plain(items, plain)  # type: ignore[arg-type] # encode_plain took a list of dicts only
-        normalized = normalize_many(items, self.store.nested_arrays)
-        # A dead letter wraps an item of up to the limit with a little bookkeeping.
-        encoded = encode_many(normalized, MAX_ITEM_BYTES + 16_384 if _dead_letters else MAX_ITEM_BYTES)
-        if _dead_letters and normalized:
-            # Once per window: the key is the failed window's identity (see dead_letter_key).
-            return self._append_once(dead_letter_key(normalized), normalized, encoded, "*", 30.0).offsets
+            # (the encoding also gives the 1 MiB check); anything else the general way.
+            normalized, encoded = prepare(items, self.store.nested_arrays, documents=not self.store.encoded_only)
+        else:
+            normalized = normalize_many(items, self.store.nested_arrays)
+            # A dead letter wraps an item of up to the limit with a little bookkeeping.
+            encoded = encode_many(normalized, MAX_ITEM_BYTES + 16_384)
+            if normalized:
+                # Once per window: the key is the failed window's identity (see dead_letter_key).
+                return self._append_once(dead_letter_key(normalized), normalized, encoded, "*", 30.0).offsets
         offsets = self.store.append(self.name, normalized, now_ms(), encoded)
         self._retain_maybe()
         return offsets

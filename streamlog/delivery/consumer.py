@@ -225,40 +225,42 @@ class Consumer:
         while True:
             left = None if self.max_windows is None else self.max_windows - self.processed
             if isinstance(claimed_next, Claimed):
-                taken, claimed_next = claimed_next, None
-                retry_at, claimed_next = self._process(cursor, renewer, taken, self._may_fold(next_reclaim), left)
-                self._after(cursor, taken, retry_at)
-                if retry_at is not None:
-                    next_reclaim = 0.0
-                continue
-            if self._stop.is_set() or (left is not None and left <= 0):
-                break
-            now = now_ms()
-            if self._retry_at:
-                # Retry our failed window after its backoff, before any later window:
-                # windows keep their offset order. (Reclaimable once lease < now.)
-                if self._retry_at >= now:
-                    self._stop.wait((self._retry_at - now + 1) / 1000)
-                    continue
-                self._retry_at = 0
-                next_reclaim = 0.0
-            if isinstance(claimed_next, Waiting):
-                result, claimed_next = claimed_next, None  # what the emitter said at the last commit
+                result, claimed_next = claimed_next, None  # in progress: run it even when stopping
             else:
-                result, next_reclaim = self._next_window(cursor, now, left, next_reclaim)
-            if result is None:
-                continue  # lost a race for the next window: try again at once
-            if isinstance(result, Waiting):
-                if self.blocking:
-                    idle.wait(result)
-                elif self._retries:  # a key's released window is still to be retried: wait for it
-                    self._stop.wait(min(STOP_CHECK, max(0.001, (self._next_retry - now + 1) / 1000)))
-                else:
+                if self._stop.is_set() or (left is not None and left <= 0):
                     break
-                continue
+                now = now_ms()
+                if self._retry_at:
+                    # Retry our failed window after its backoff, before any later window:
+                    # windows keep their offset order. (Reclaimable once lease < now.)
+                    if self._retry_at >= now:
+                        self._stop.wait((self._retry_at - now + 1) / 1000)
+                        continue
+                    self._retry_at = 0
+                    next_reclaim = 0.0
+                if isinstance(claimed_next, Waiting):
+                    result, claimed_next = claimed_next, None  # what the emitter said at the last commit
+                else:
+                    result, next_reclaim = self._next_window(cursor, now, left, next_reclaim)
+                if result is None:
+                    continue  # lost a race for the next window: try again at once
+                if isinstance(result, Waiting):
+                    if self.blocking:
+                        idle.wait(result)
+                    elif self._retries:  # a key's released window is still to be retried: wait for it
+                        self._stop.wait(min(STOP_CHECK, max(0.001, (self._next_retry - now + 1) / 1000)))
+                    else:
+                        break
+                    continue
             retry_at, claimed_next = self._process(cursor, renewer, result, self._may_fold(next_reclaim), left)
-            self._after(cursor, result, retry_at)
-            if retry_at is not None:
+            if retry_at is None:
+                continue
+            if cursor.hold(result, retry_at):
+                # Only the failing window's chain (a key) waits: the loop takes its retry over
+                # (before any claim) once the backoff has passed.
+                self._schedule_retry(result, retry_at)
+            else:
+                self._retry_at = retry_at
                 next_reclaim = 0.0  # released for retry: pick it up again after the backoff
 
     def _may_fold(self, next_reclaim: float) -> bool:
@@ -267,17 +269,6 @@ class Consumer:
         window awaits its retry (and, decided at the commit, not past ``max_windows``)."""
         return (not self._stop.is_set() and time.monotonic() < next_reclaim and not self._retries
                 and not self._retry_at)
-
-    def _after(self, cursor: DeliveryCursor, claimed: Claimed, retry_at: int | None) -> None:
-        """A window failed and was released for a retry at ``retry_at``: schedule it."""
-        if retry_at is None:
-            return
-        if cursor.hold(claimed, retry_at):
-            # Only the failing window's chain (a key) waits: the loop takes its retry over
-            # (before any claim) once the backoff has passed.
-            self._schedule_retry(claimed, retry_at)
-        else:
-            self._retry_at = retry_at
 
     def _next_window(self, cursor: DeliveryCursor, now: int, left: int | None,
                      next_reclaim: float) -> tuple[Claimed | Waiting | None, float]:

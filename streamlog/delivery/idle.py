@@ -105,8 +105,9 @@ class IdleWait:
                         return
                     if newer != seen:
                         seen, started, interval = newer, time.monotonic(), 0.001
-            due = wait.until if not retry_at else retry_at + 1 if wait.until is None else min(wait.until, retry_at + 1)
-            left = None if due is None else max(0.0, (due - now) / 1000)
+            # seconds to the deadline or the released window's retry, whichever comes first
+            due = [t for t in (wait.until, retry_at + 1 if retry_at else None) if t is not None]
+            left = max(0.0, (min(due) - now) / 1000) if due else None
             # A file watch wakes at once; a server's tailable cursor may take a while to
             # answer (FerretDB v1: 15–40 ms), so while news keeps coming the MongoDB
             # consumer polls and leans on the watch once it has been idle a second.
@@ -116,9 +117,8 @@ class IdleWait:
                 # expired leases). A watch that cannot be interrupted is woken from at least
                 # every STOP_CHECK to notice stop(); a server's watch is a round trip per
                 # wait, so there it waits as long as a poll would.
-                on_watch = push and want is not None
-                assert watch is not None or not on_watch
-                if not on_watch or watch.interruptible:  # type: ignore[union-attr]
+                sleeper = watch if push and want is not None else None
+                if sleeper is None or sleeper.interruptible:
                     look = next_reclaim if want is None else min(next_reclaim, next_full)
                     timeout = max(0.0, look - time.monotonic())
                 else:
@@ -126,8 +126,8 @@ class IdleWait:
                     timeout = min(timeout, max(0.0, next_full - time.monotonic()))
                 if left is not None:
                     timeout = min(left, timeout)
-                if on_watch:
-                    woke = watch.wait(timeout)  # type: ignore[union-attr]
+                if sleeper is not None:
+                    woke = sleeper.wait(timeout)
                 else:
                     self._nap(timeout)
                 continue

@@ -141,10 +141,7 @@ class MongoClaims:
                 self._claims(name).insert_one(doc)
                 return True
             except DuplicateKeyError:
-                if not suspect:
-                    return False
-                found = self._stored_ownership(name, doc["_id"])
-                return found is not None and all(found.get(k) == doc[k] for k in ("owner", "state", "created"))
+                return suspect and self._ours(name, doc)
             except PyMongoError as exc:
                 outage = outage or self._outage()
                 outage.wait(exc)
@@ -153,6 +150,12 @@ class MongoClaims:
     @retried
     def _stored_ownership(self, name: str, key: str) -> dict | None:
         return self._claims(name).find_one({"_id": key}, {"owner": 1, "state": 1, "created": 1})
+
+    def _ours(self, name: str, doc: dict) -> bool:
+        """Whether the stored document under ``doc``'s ``_id`` is ``doc`` itself, written by
+        an earlier try of this insert (same owner, state and creation time)."""
+        found = self._stored_ownership(name, doc["_id"])
+        return found is not None and all(found.get(k) == doc[k] for k in ("owner", "state", "created"))
 
     def claim(self, claim: Claim) -> bool:
         self._flush_if_due(claim.created or now_ms())
@@ -205,11 +208,8 @@ class MongoClaims:
                 if failed.get("code") != 11000:
                     raise
                 if failed.get("index") == 0:  # the seal's key exists
-                    if not suspect:
+                    if not (suspect and self._ours(name, seal)):
                         return False, False  # a newer attempt took the window over
-                    found = self._stored_ownership(name, seal["_id"])
-                    if found is None or any(found.get(k) != seal[k] for k in ("owner", "state", "created")):
-                        return False, False
                     # our own seal, from an attempt cut short: the next claim may be in too
                     committed, won = True, self._insert_owned(name, nxt, suspect=True)
                 else:  # the seal went in now (so no earlier try's did, nor its next claim):

@@ -11,7 +11,9 @@ to inherit):
   claimed, with the signal handlers in place; it may wait while ``consumer.stopping`` is
   False, or call ``consumer.stop()`` (a predictor waits for its first model there);
 * :class:`Sequential` — ``sequential``: True when the function must see windows one at
-  a time, in order.
+  a time, in order;
+* :class:`SavesPerClaim` — ``defer_checkpoints(deferred)`` and ``flush_checkpoint()``:
+  state saved once per claim when claims hold runs of windows (``windows_per_claim``).
 
 A function that attaches or is sequential runs with one worker only
 (:func:`runs_in_order`).
@@ -68,6 +70,19 @@ class Sequential(Protocol):
     """A consumer function that says whether it must see windows one at a time, in order."""
 
     sequential: bool
+
+
+@runtime_checkable
+class SavesPerClaim(Protocol):
+    """A consumer function whose state may be saved once per claim instead of once per
+    window (learners). With ``windows_per_claim > 1`` the runtime calls
+    ``defer_checkpoints(True)`` when it starts (False when it ends) and
+    ``flush_checkpoint()`` after a claim's last window, before the claim's sink write and
+    commit — so a commit never runs ahead of the saved state."""
+
+    def defer_checkpoints(self, deferred: bool) -> None: ...
+
+    def flush_checkpoint(self) -> None: ...
 
 
 def runs_in_order(fn: object) -> bool:

@@ -206,6 +206,8 @@ class ConsumerOptions:
     sink: str | None = option(None, "sink", "Append the function's non-None return values to this stream.")
     workers: int = option(1, "count", "Run up to N windows at once on N threads (each with its own lease; "
                           "committed in any order). Learners need 1.", minimum=1)
+    windows_per_claim: int = option(1, "count", "In a backlog, claim up to N ready count windows at once and "
+                                    "commit them together (a failing window retries its run).", minimum=1)
     lease: float = option(30.0, "seconds", "Claim lease; renewed while the function runs.")
     max_retries: int = option(3, "count", "Retries of a failing window before it is dead-lettered.")
     retry_delay: float = option(0.5, "seconds", "Wait before retrying a failed window, doubling per attempt "
@@ -245,6 +247,9 @@ class ConsumerOptions:
         for name, value in (("retry_delay", self.retry_delay), ("retry_max_delay", self.retry_max_delay)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 86_400:
                 raise ConsumerError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        per_claim = self.windows_per_claim
+        if isinstance(per_claim, bool) or not isinstance(per_claim, int) or per_claim < 1:
+            raise ConsumerError(f"windows_per_claim must be a positive integer, not {per_claim!r}")
         max_windows = self.max_windows
         if max_windows is not None and (not isinstance(max_windows, int) or max_windows < 1):
             raise ConsumerError(f"max_windows must be a positive integer, not {max_windows!r}")

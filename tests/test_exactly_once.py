@@ -130,7 +130,7 @@ def test_a_dead_letter_key_ignores_the_error_and_the_attempt_count():
     assert dead_letter_key(letters) != dead_letter_key([{**d, "group": "h"} for d in letters])
 
 
-# -- crashes of keyed, sliding and multi-worker consumers (in process) ----------------------
+# -- crashes of keyed, sliding, multi-worker and run-claiming consumers (in process) ----------------------
 
 class Crash(BaseException):
     """Stands for a SIGKILL right before a window's seal (the lease then runs out)."""
@@ -189,8 +189,9 @@ def _per_item(window) -> list[dict]:
     return [{"o": o, "attempt": window.attempt, "key": window.key} for o in window.offsets]
 
 
-@pytest.mark.parametrize("options", [{"size": 2, "key": "k"}, {"size": 2, "workers": 3}],
-                         ids=["keyed", "workers"])
+@pytest.mark.parametrize("options", [{"size": 2, "key": "k"}, {"size": 2, "workers": 3},
+                                     {"size": 2, "windows_per_claim": 3}],
+                         ids=["keyed", "workers", "runs"])
 def test_a_crash_before_the_commit_adds_nothing_to_the_sink_keyed_and_multi_worker(sqlite_url, options):
     src = streamlog.connect(sqlite_url).stream("src")
     src.extend([{"k": "ab"[i % 2], "x": i} for i in range(24)])

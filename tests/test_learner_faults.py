@@ -6,7 +6,8 @@ that. A consumer process kills itself (``CHILD``) while learning window ``KILLED
 before its checkpoint is written (the window is learned in memory only: it is redelivered
 and learned by the next consumer) or right after (it is redelivered, found in the
 checkpoint, and not learned again). Another consumer then drains the group. Exact
-accounting: the model holds every item once (``n_seen``, and the exact least-squares
+accounting (also with ``windows_per_claim=2``: one checkpoint per run of two windows,
+saved before the run's commit): the model holds every item once (``n_seen``, and the exact least-squares
 coefficients of all items), every window's record is in the sink once, nothing is pending.
 """
 
@@ -36,7 +37,7 @@ CHILD = textwrap.dedent("""
     import streamlog
     from streamlog.consumers import OnlineLinearRegression
 
-    url, point, killed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    url, point, killed, per_claim = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     store = streamlog.connect(url).store
     real = store.save_model
 
@@ -48,35 +49,40 @@ CHILD = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
 
     store.save_model = dying
-    streamlog.streaming("src", size=%d, lease=1, blocking=False, sink="out", url=url).apply(
-        OnlineLinearRegression(["x1", "x2"], "y"))
+    streamlog.streaming("src", size=%d, lease=1, blocking=False, sink="out", url=url,
+                        windows_per_claim=per_claim).apply(OnlineLinearRegression(["x1", "x2"], "y"))
 """ % SIZE)
 
 
-def _consume(url: str, learner: OnlineLinearRegression) -> None:
-    streamlog.streaming("src", size=SIZE, lease=1, blocking=False, sink="out", url=url).apply(learner)
+def _consume(url: str, learner: OnlineLinearRegression, per_claim: int) -> None:
+    streamlog.streaming("src", size=SIZE, lease=1, blocking=False, sink="out", url=url,
+                        windows_per_claim=per_claim).apply(learner)
 
 
+@pytest.mark.parametrize("per_claim", [1, 2], ids=["window", "runs-of-2"])
 @pytest.mark.parametrize("point", ["before-checkpoint", "after-checkpoint"])
-def test_a_learner_killed_around_its_checkpoint_learns_every_window_once(url, point):
+def test_a_learner_killed_around_its_checkpoint_learns_every_window_once(url, point, per_claim):
+    # runs of 2 (windows_per_claim=2): one checkpoint per run, numbered by its last window (2, 4, 6)
+    killed = KILLED_SEQ if per_claim == 1 else 4
     rows = regression_rows(SIZE * WINDOWS, seed=31)
     src = streamlog.connect(url).stream("src")
     src.extend(rows)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, url, point, str(KILLED_SEQ)], stderr=subprocess.PIPE,
-                             text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    child = subprocess.Popen([sys.executable, "-c", CHILD, url, point, str(killed), str(per_claim)],
+                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     with reaped(child):
         _, err = child.communicate(timeout=60)
     assert child.returncode == -9, f"the consumer was not killed at {point} (exit {child.returncode}):\n{err}"
     saved = src.model("OnlineLinearRegression")
-    learned_before = (KILLED_SEQ - (point == "before-checkpoint")) * SIZE
-    assert saved["seq"] == KILLED_SEQ - (point == "before-checkpoint")
+    saved_seq = killed - (per_claim if point == "before-checkpoint" else 0)
+    learned_before = saved_seq * SIZE
+    assert saved["seq"] == saved_seq
     assert saved["state"]["n_seen"] == learned_before
 
     learner = OnlineLinearRegression(FEATURES, "y")  # a new process's learner: resumes from the checkpoint
     deadline = time.monotonic() + 30
     while src.info()["pending"]["default"] or src.store.open_claims("src", "default"):
         assert time.monotonic() < deadline, src.info()
-        _consume(url, learner)  # the killed window comes back once its 1 s lease has run out
+        _consume(url, learner, per_claim)  # the killed window comes back once its 1 s lease has run out
         time.sleep(0.05)  # poll
 
     reference = OnlineLinearRegression(FEATURES, "y", checkpoint=False).learn(rows)

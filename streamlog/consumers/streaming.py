@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from typing import Any, Callable, Iterator
 
 from ..client import connect
-from ..delivery.consumer import Consumer
+from ..delivery.consumer import Consumer, check_windows_per_claim
 from ..delivery.keys import check_key
 from ..delivery.workers import check_workers
 from ..emitters import Emitter
@@ -54,6 +54,7 @@ class StreamingFunction:
         check_workers(consumer.workers)
         self.emitter = window.build_emitter()
         check_key(window.key, emitter=self.emitter)
+        check_windows_per_claim(consumer.windows_per_claim, window.key, self.emitter)
         self.window_options, self.consumer_options = window, consumer
         self.client = connect(consumer.url)
         self.stream = self.client.stream(name)

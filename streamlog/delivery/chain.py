@@ -62,8 +62,11 @@ class Head:
     def next_claim(self, stream: str, group: str, *, hi: int, count: int, owner: str, lease: int, now: int,
                    start: int | None = None, end: int | None = None, windows: int = 1,
                    state: str = ACTIVE, epoch: int | None = None) -> Claim:
-        """Attempt 1 of the record after this head, covering offsets ``head.hi + 1 … hi``."""
-        return Claim(stream=stream, group=group, seq=self.seq + 1, attempt=1, lo=self.hi + 1, hi=hi, count=count,
+        """Attempt 1 of the record after this head, covering offsets ``head.hi + 1 … hi``;
+        a run of ``windows`` count windows (no ``start``) is numbered ``head.seq + 1 …
+        head.seq + windows`` and the record carries the last number."""
+        seq = self.seq + (windows if windows > 1 and start is None else 1)
+        return Claim(stream=stream, group=group, seq=seq, attempt=1, lo=self.hi + 1, hi=hi, count=count,
                      start=start, end=end, windows=windows, owner=owner, lease=lease, state=state, created=now,
                      epoch=epoch)
 

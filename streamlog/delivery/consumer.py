@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..emitters.base import Emitter
 from ..errors import ConsumerError
-from ..hooks import Attaches, ConnectedSink, OnceSink, Records, StartsUp, runs_in_order
+from ..hooks import Attaches, ConnectedSink, OnceSink, Records, SavesPerClaim, StartsUp, runs_in_order
 from ..items import now_ms
 from ..names import dead_letter_stream
 from ..stopping import graceful_stop, say
 from .cursor import Cursor, DeliveryCursor, Waiting
 from .groups import ensure_group
+from .history import reshows_history
 from .idle import RECLAIM_EVERY, STOP_CHECK, IdleWait
 from .keyed import KeyedCursor
 from .keys import check_key
@@ -54,6 +55,20 @@ def _as_items(result: Any) -> list[dict]:
     raise ConsumerError(
         f"a consumer with sink= must return a dict, a list of dicts, a DataFrame or None, "
         f"not {type(result).__name__}")
+
+
+def check_windows_per_claim(value: Any, key: str | None, emitter: Emitter) -> int:
+    """``windows_per_claim`` as a validated int; more than 1 needs unkeyed windows that do
+    not look back (a key chain's and a sliding window's claims are one window each)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConsumerError(f"windows_per_claim must be a positive integer, not {value!r}")
+    if value > 1 and key is not None:
+        raise ConsumerError("windows_per_claim > 1 does not work with key=: each key's windows are claimed one "
+                            "at a time")
+    if value > 1 and reshows_history(emitter):
+        raise ConsumerError(f"windows_per_claim > 1 does not work with {type(emitter).__name__}: sliding windows "
+                            "are claimed one at a time")
+    return value
 
 
 class Consumer:
@@ -92,11 +107,12 @@ class Consumer:
                  lease: float = 30.0, max_retries: int = 3, max_windows: int | None = None,
                  time_field: str | None = None, poll: float | None = None,
                  retry_delay: float = 0.5, retry_max_delay: float = 30.0, workers: int = 1,
-                 key: str | None = None):
+                 key: str | None = None, windows_per_claim: int = 1):
         if not callable(fn):
             raise ConsumerError(f"the consumer must be callable, not {type(fn).__name__}")
         self.workers = check_workers(workers)
         self.key = check_key(key, fn, emitter)  # keyed windows: one chain per value of this item field
+        self.windows_per_claim = check_windows_per_claim(windows_per_claim, self.key, emitter)
         if self.workers > 1 and runs_in_order(fn):
             raise ConsumerError(
                 f"{type(fn).__name__} keeps state that must see windows one at a time, in order: it cannot "
@@ -137,6 +153,7 @@ class Consumer:
         self._once = isinstance(sink, OnceSink) and not isinstance(sink, ConnectedSink)
         self._stop = threading.Event()
         self._idle: IdleWait | None = None  # while running: interrupted by stop() and new retries
+        self._flush: Callable[[], None] | None = None  # while running: saves a learner's state per claim
 
     # -- control --------------------------------------------------------------
 
@@ -172,10 +189,14 @@ class Consumer:
         group = ensure_group(self.stream, self.group_name, self.start)
         if isinstance(self.fn, Attaches):  # learners resume their checkpoint before the first window
             self.fn.attach(self.stream, group.name)
+        saves = self.fn if self.windows_per_claim > 1 and isinstance(self.fn, SavesPerClaim) else None
+        if saves is not None:  # one checkpoint per claim, saved before its commit
+            saves.defer_checkpoints(True)
+            self._flush = saves.flush_checkpoint
         cursor: DeliveryCursor
         if self.key is None:
             cursor = Cursor(self.stream, group, self.emitter, lease=self.lease, max_retries=self.max_retries,
-                            time_field=self.time_field)
+                            time_field=self.time_field, windows_per_claim=self.windows_per_claim)
         else:
             cursor = KeyedCursor(self.stream, group, self.emitter, key=self.key, lease=self.lease,
                                  max_retries=self.max_retries, time_field=self.time_field)
@@ -209,6 +230,9 @@ class Consumer:
                 renewer.close()
                 if watch is not None:
                     watch.close()
+                if saves is not None:
+                    saves.defer_checkpoints(False)
+                    self._flush = None
                 self.stream.store.flush(retry=False)  # closes a store batched (MongoDB)
         if pool is not None and pool.error is not None:
             raise pool.error
@@ -391,6 +415,8 @@ class Consumer:
                         with self._sink_lock:
                             self.sink.extend(_as_items(result))
                 done += 1
+            if self._flush is not None:
+                self._flush()
             if records and self.sink is not None:
                 # Exactly once per window: the key is the window's, the same for every attempt
                 # (a takeover after a crash included); the first attempt's records stand.

@@ -33,7 +33,7 @@ from ..errors import ConsumerError
 from ..names import dead_letter_stream
 from ..store.base import DEAD, Batch, Claim, Group
 from .chain import HEAD_CACHE_MS, Head, head_of, new_owner, takeover
-from .history import LooksBack, event_times, read_history
+from .history import LooksBack, event_times, read_history, reshows_history
 from .windows import Claimed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -188,9 +188,12 @@ class Cursor(CursorBase):
     """One consumer's handle on a group: claims, commits, releases and reclaims windows."""
 
     def __init__(self, stream: "Stream", group: Group, emitter: Emitter, *, lease: float,
-                 max_retries: int, time_field: str | None = None, owner: str | None = None):
+                 max_retries: int, time_field: str | None = None, owner: str | None = None,
+                 windows_per_claim: int = 1):
         super().__init__(stream, group, emitter, lease=lease, max_retries=max_retries, time_field=time_field,
                          owner=owner)
+        #: a claim may hold a run of up to this many count windows (never sliding ones)
+        self.windows_per_claim = 1 if reshows_history(emitter) else windows_per_claim
         self._times = event_times(time_field) if time_field else None
         self._head: Head | None = None
         self._head_at = 0
@@ -353,10 +356,34 @@ class Cursor(CursorBase):
         batch, times = pending.take(decision.count)
         if len(batch) < decision.count:
             raise ConsumerError(f"{self.emitter!r} emitted {decision.count} items but only {len(batch)} are pending")
+        if self.windows_per_claim > 1 and decision.count and decision.start is None and decision.windows == 1:
+            windows = self._run(pending, decision.count, batch, times, now, max_windows)
         hi = batch.offsets[-1] if decision.count else head.hi
-        claim = head.next_claim(self.stream.name, self.group.name, hi=hi, count=decision.count, owner=self.owner,
+        claim = head.next_claim(self.stream.name, self.group.name, hi=hi, count=len(batch), owner=self.owner,
                                 lease=now + self.lease_ms, now=now, start=decision.start, end=end, windows=windows)
         return claim, batch, times
+
+    def _run(self, pending: Pending, count: int, batch: Batch, times: list[int], now: int,
+             max_windows: int | None) -> int:
+        """After a count window of ``count`` items was chosen: how many windows of the same
+        size the emitter has ready right behind it, that one included, up to
+        ``windows_per_claim`` (and ``max_windows``); their items are appended to ``batch``
+        and ``times``. Only windows already pending join a run: it never waits for one."""
+        limit = self.windows_per_claim if max_windows is None else min(self.windows_per_claim, max_windows)
+        windows = 1
+        while windows < limit:
+            pending.drop(count)
+            decision = self.emitter.select(pending, now)
+            if not (isinstance(decision, Emit) and decision.count == count and decision.start is None
+                    and decision.windows == 1):
+                break
+            more, more_times = pending.take(count)
+            if len(more) < count:
+                break
+            batch.extend(more)
+            times += more_times
+            windows += 1
+        return windows
 
     # -- what a claim delivers -------------------------------------------------
 

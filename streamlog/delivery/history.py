@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 from typing import Callable, Protocol, runtime_checkable
 
-from ..emitters.base import Lookback
+from ..emitters.base import Emitter, Lookback
 from ..items import datetime_to_ms
 from ..store.base import Batch, Claim
 
@@ -30,6 +30,14 @@ class LooksBack(Protocol):
     subclass :class:`~streamlog.emitters.base.Emitter` may lack the method."""
 
     def lookback(self, claim: Claim) -> Lookback | None: ...
+
+
+def reshows_history(emitter: object) -> bool:
+    """Whether ``emitter``'s windows re-show items from before their claim: its class
+    overrides :meth:`Emitter.lookback <streamlog.emitters.base.Emitter.lookback>` (whose
+    default shows none). Such windows are claimed one at a time and never keyed."""
+    lookback = getattr(type(emitter), "lookback", None)
+    return lookback is not None and lookback is not Emitter.lookback
 
 
 def event_times(field: str) -> Callable[[Batch], list[int]]:

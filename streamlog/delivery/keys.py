@@ -18,6 +18,7 @@ from ..emitters.base import Emit, Emitter, Pending, Wait
 from ..errors import ConsumerError
 from ..hooks import Attaches
 from ..store.base import Group
+from .history import reshows_history
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..stream import Stream
@@ -77,11 +78,9 @@ def check_key(key: Any, fn: Callable | None = None, emitter: Any = None) -> str 
     if isinstance(fn, Attaches):
         raise ConsumerError(f"{type(fn).__name__} keeps one model per group: it cannot consume keyed windows "
                             "(key=); give each key its own group, or drop key=")
-    if emitter is not None:
-        base = getattr(Emitter, "lookback", None)
-        if base is not None and getattr(type(emitter), "lookback", base) is not base:
-            raise ConsumerError(f"key= does not work with {type(emitter).__name__}: sliding windows re-read "
-                                "their history by offset range, which holds every key")
+    if emitter is not None and reshows_history(emitter):
+        raise ConsumerError(f"key= does not work with {type(emitter).__name__}: sliding windows re-read "
+                            "their history by offset range, which holds every key")
     return key
 
 

@@ -1,8 +1,9 @@
 """Turning a claimed window into the :class:`~streamlog.window.Window` objects a consumer
 function receives — the one place windows are built, keys and history included.
 
-A claim becomes one window, or for a run of fixed-time windows the first window
-(holding every claimed item) followed by the empty ones. A sliding claim's windows
+A claim becomes one window; for a run of fixed-time windows the first window
+(holding every claimed item) followed by the empty ones; for a run of count windows
+(``windows_per_claim``) that many windows of equal size, numbered one after another. A sliding claim's windows
 show the history (:mod:`streamlog.delivery.history`) followed by the claimed items.
 A key chain's claim (``keyed``) builds windows that carry the key value and the user's
 group name, and only its non-empty windows are delivered (empty fixed-time windows
@@ -54,10 +55,11 @@ class Claimed:
         return [w for w in built if len(w)] if self.keyed else built
 
     def _window(self, stream: "Stream", offsets: list[int], times: list[int], data: list[dict],
-                start: int | None, end: int | None, late: int = 0, history: int = 0) -> Window:
+                start: int | None, end: int | None, late: int = 0, history: int = 0,
+                seq: int | None = None) -> Window:
         c = self.claim
-        return Window(stream, self.group_name, c.seq, c.attempt, offsets, times, data, start, end, late,
-                      key=self.key, history=history)
+        return Window(stream, self.group_name, c.seq if seq is None else seq, c.attempt, offsets, times, data,
+                      start, end, late, key=self.key, history=history)
 
     def _tumbling(self, stream: "Stream") -> list[Window]:
         c, b = self.claim, self.batch
@@ -66,12 +68,29 @@ class Claimed:
             end = c.end if c.end is not None else (self.times[-1] if self.times else None)
             late = sum(1 for t in self.times if t < c.start) if c.start is not None else 0
             return [self._window(stream, b.offsets, b.times, b.data, start, end, late)]
+        if c.count_run:
+            return self._count_run(stream)
         assert c.start is not None and c.end is not None  # a run of windows is a fixed-time claim
         step = (c.end - c.start) // c.windows
         late = sum(1 for t in self.times if t < c.start)
         first = self._window(stream, b.offsets, b.times, b.data, c.start, c.start + step, late)
         return [first] + [self._window(stream, [], [], [], c.start + i * step, c.start + (i + 1) * step)
                           for i in range(1, c.windows)]
+
+    def _count_run(self, stream: "Stream") -> list[Window]:
+        """A run of count windows: ``claim.windows`` windows of ``count // windows`` items
+        each, numbered ``first_seq …`` (items trimmed by retention since the claim shorten
+        the last ones; a window left without items is not delivered)."""
+        c, b, times = self.claim, self.batch, self.times
+        size = c.count // c.windows
+        windows = []
+        for i in range(c.windows):
+            lo, hi = i * size, (len(b) if i == c.windows - 1 else (i + 1) * size)
+            if lo >= hi:
+                break
+            windows.append(self._window(stream, b.offsets[lo:hi], b.times[lo:hi], b.data[lo:hi],
+                                        times[lo], times[hi - 1], seq=c.first_seq + i))
+        return windows
 
     def _sliding(self, stream: "Stream") -> list[Window]:
         """Sliding windows: the history (offsets before the claim) followed by the claimed

@@ -135,6 +135,16 @@ class Pending:
         self.items(count)
         return self._batch.head(count), self._event_times[:count]
 
+    def drop(self, count: int) -> None:
+        """Forget the first ``count`` items (taken for a count window of a run): the
+        emitter's next look starts after them, as it would after that window's claim."""
+        self.items(count)
+        batch = self._batch
+        self.after = batch.offsets[count - 1]
+        self.previous_end = None  # a count window leaves no end behind
+        for column in (batch.offsets, batch.times, batch.data, self._event_times):
+            del column[:count]
+
     def before(self, end: int, chunk: int = 256) -> int:
         """How many pending items, from the front, have a time before ``end``
         (the prefix stops at the first item at or after ``end``)."""

@@ -39,6 +39,10 @@ learned yet ("holes") and learns those when they arrive. Checkpoints are keyed b
 newest window in the state, so learning a late window rewrites that version and the
 newest checkpoint always holds everything learned.
 
+With ``windows_per_claim=N`` the runtime hands a learner runs of up to N windows and
+saves the checkpoint once per run, after its last window and before its commit
+(:meth:`Learner.flush_checkpoint`): the same rule, per run instead of per window.
+
 If learning or checkpointing a window fails, the in-memory model is rolled back to
 the last checkpoint before the next window, so a retried window is never counted twice.
 """
@@ -55,32 +59,11 @@ from ..items import nested_array_path
 from ..names import check_name
 from . import threads as _threads
 from .data import check_columns, matrix, single
+from .not_fitted import not_fitted_error
+from .seen import is_learned, mark_learned
 
 STATE_VERSION = 1
-_MAX_HOLES = 100  # ranges of unlearned window numbers kept in the state
 _MAX_POINT_BYTES = 4096  # a checkpoint's metrics point (the model's history) stays below this
-
-_NotFittedError: type | None = None
-
-
-def not_fitted_error() -> type:
-    """:class:`NotFittedError`, made on first use: importing scikit-learn takes over half a
-    second, which a learner module should not cost on import."""
-    global _NotFittedError
-    if _NotFittedError is None:
-        from sklearn.exceptions import NotFittedError as SklearnNotFittedError
-
-        class NotFittedError(ConsumerError, SklearnNotFittedError):
-            """``predict`` (or ``transform``) on a learner that has not learned enough yet.
-
-            Both a :class:`~streamlog.errors.ConsumerError` and scikit-learn's
-            ``sklearn.exceptions.NotFittedError`` (so also a ``ValueError`` and an
-            ``AttributeError``): ``except NotFittedError`` works as with any estimator."""
-
-        NotFittedError.__module__ = __name__
-        NotFittedError.__qualname__ = "NotFittedError"
-        _NotFittedError = NotFittedError
-    return _NotFittedError
 
 
 def __getattr__(name: str):
@@ -139,6 +122,9 @@ class Learner:
         self._key: tuple[str, str] | None = None
         self._dirty = False
         self._initial: dict | None = None
+        self._stream: Any = None  # bound with _key
+        self._deferred = False  # checkpoints once per claim (flush_checkpoint), not per window
+        self._unsaved = False  # windows learned since the last checkpoint (deferred only)
 
     # -- what subclasses provide ------------------------------------------------
 
@@ -381,18 +367,44 @@ class Learner:
             X, y = self._window_arrays(window)
             self._learn_arrays(X, y)
             self._mark(seq)
-            if self.checkpoint:
-                self._check_checkpoint()
-                summary = self._fitted_summary()  # once, for the history point and the record
-                # keyed by the newest window in the state: a late window (a hole) rewrites that
-                # version, so the newest checkpoint always holds everything learned
-                window.stream.save_model(self.name, window.group, self.seq_, self.state(),
-                                         point=self.history_point(summary))
+            if self.checkpoint and self._deferred:
+                self._unsaved = True
+            elif self.checkpoint:
+                summary = self._save()
         except BaseException:
             self._dirty = self.checkpoint
             raise
         self.windows_ += 1
         return self.record(window, summary)
+
+    def _save(self) -> dict | None:
+        """Save the checkpoint (bound by now); returns the summary made for its history point."""
+        assert self._key is not None
+        self._check_checkpoint()
+        summary = self._fitted_summary()  # once, for the history point and the record
+        # keyed by the newest window in the state: a late window (a hole) rewrites that
+        # version, so the newest checkpoint always holds everything learned
+        self._stream.save_model(self.name, self._key[1], self.seq_, self.state(), point=self.history_point(summary))
+        self._unsaved = False
+        return summary
+
+    def defer_checkpoints(self, deferred: bool) -> None:
+        """The runtime's ``windows_per_claim``: while deferred, the checkpoint is saved by
+        :meth:`flush_checkpoint` once per claim (after its last window, before its commit)
+        instead of after every window. Ending it with windows unsaved (their claim was never
+        committed) rolls the model back to the last checkpoint before the next window."""
+        self._deferred = deferred
+        self._dirty = self._dirty or (not deferred and self._unsaved)
+
+    def flush_checkpoint(self) -> None:
+        """Save the windows learned since the last checkpoint (none: nothing to do); on a
+        failure the model rolls back to the last checkpoint before the next window."""
+        if self._unsaved:
+            try:
+                self._save()
+            except BaseException:
+                self._dirty = True
+                raise
 
     def _check_fitted(self) -> None:
         if not self.fitted:
@@ -445,7 +457,7 @@ class Learner:
             self.seq_ = int(saved["seq"])
         elif self.checkpoint:
             self._initial = self.state()
-        self._key = key
+        self._key, self._stream = key, stream
         _threads.cap(self.threads)
 
     def _rollback(self, window) -> None:
@@ -458,29 +470,15 @@ class Learner:
         elif self._initial is not None:
             self.reset()
             self.load(self._initial)
-        self._dirty = False
+        self._dirty = self._unsaved = False
 
-    # -- which windows are in the state -----------------------------------------------
+    # -- which windows are in the state (:mod:`~streamlog.learners.seen`) -----------
 
     def _learned(self, seq: int) -> bool:
-        if self.seq_ is None or seq > self.seq_:
-            return False
-        return not any(lo <= seq <= hi for lo, hi in self._holes)
+        return is_learned(seq, self.seq_, self._holes)
 
     def _mark(self, seq: int) -> None:
-        last = 0 if self.seq_ is None else self.seq_
-        if seq > last:
-            if seq > last + 1:
-                self._holes.append([last + 1, seq - 1])
-                del self._holes[:-_MAX_HOLES]
-            self.seq_ = seq
-            return
-        for i, (lo, hi) in enumerate(self._holes):  # a late window fills (part of) a hole
-            if lo <= seq <= hi:
-                parts = [[lo, seq - 1]] if seq > lo else []
-                parts += [[seq + 1, hi]] if seq < hi else []
-                self._holes[i:i + 1] = parts
-                return
+        self.seq_ = mark_learned(seq, self.seq_, self._holes)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, features={self.features!r}, n_seen_={self.n_seen_})"

@@ -111,8 +111,11 @@ class Claim:
     along the group's chain of windows. ``attempt`` counts deliveries of that window
     (1 for the first). The window covers the item offsets ``lo..hi`` (empty when
     ``hi < lo``) and, for time windows, the interval ``[start, end)``; ``windows``
-    is the number of consecutive fixed-time windows it holds (a run of empty windows
-    after a gap is claimed in one go).
+    is the number of consecutive windows it holds: a run of fixed-time windows (with
+    ``start``/``end``: the items are the first's, empty ones follow, all numbered
+    ``seq``), or a run of count windows of ``count // windows`` items each (without
+    ``start``/``end``: ``consumer(windows_per_claim=)``), numbered :attr:`first_seq` …
+    ``seq`` — the chain's next record is ``seq + 1`` either way.
 
     ``epoch`` is set on key-discovery records only (:data:`DISCOVERY`): the reset of
     the discovery chain they were built on. :attr:`kind` tells the record kinds apart.
@@ -145,6 +148,16 @@ class Claim:
     @property
     def key(self) -> tuple[str, str, int, int]:
         return (self.stream, self.group, self.seq, self.attempt)
+
+    @property
+    def count_run(self) -> bool:
+        """Whether the record holds a run of several count windows (see the class docstring)."""
+        return self.windows > 1 and self.start is None
+
+    @property
+    def first_seq(self) -> int:
+        """The number of the record's first window (``seq`` but for a run of count windows)."""
+        return self.seq - self.windows + 1 if self.count_run else self.seq
 
 
 @dataclass(slots=True)

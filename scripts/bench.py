@@ -418,6 +418,7 @@ def redis_tables(results: dict) -> list:
              f"{r[f'redis_{key}']['median']:,.0f}",
              " / ".join(f"{r[f'{key}_ratio'][m]:.2f}×" for m in ("min", "median", "max"))]
             for label, key in (("CountWindow(100) consume, no-op function", "consume"),
+                               ("… batched: windows_per_claim=16 vs XREADGROUP COUNT 1600 + one XACK", "batched"),
                                ("extend(100) vs pipelined XADD × 100", "extend"))]
     return [(f"streamlog (embedded) vs Redis {r['redis_version']} Streams through redis-py {r['redis_py']} + hiredis: "
              "items/s, median of the runs; ratio min / median / max", ["workload", "runs", "streamlog", "Redis",

@@ -289,26 +289,33 @@ def bench_kmeans(n: int, repeat: int, stream) -> list[dict]:
     return results
 
 
-def bench_end_to_end(n: int, url: str, repeat: int = 1) -> list[dict]:
+def bench_end_to_end(n: int, url: str, repeat: int = 1, per_claim: int = 16) -> list[dict]:
     """Append everything to the embedded store, then consume it in windows of 60: a no-op
-    function (the runtime's own cost per window), each learner without checkpoints, and
-    with a checkpoint per window; interleaved, best of ``repeat`` runs each."""
+    function (the runtime's own cost per window), each learner without checkpoints, with
+    a checkpoint per window, and with runs of ``per_claim`` windows per claim (one
+    checkpoint per run: ``windows_per_claim``); interleaved, best of ``repeat`` runs each."""
     X, y = regression_data(n, seed=1)
     P, _ = cluster_data(n, seed=3)
     regression = [dict(zip(FEATURES, x, strict=True), y=t) for x, t in zip(X.tolist(), y.tolist(), strict=True)]
     kmeans = [dict(zip(AXES, p, strict=True)) for p in P.tolist()]
-    cases = [  # (label, checkpoint name or None, rows, make)
-        ("no-op function (the runtime alone)", None, regression, lambda: _Noop()),
+    runs = f"windows_per_claim={per_claim}: a checkpoint per run of {per_claim} windows"
+    cases = [  # (label, checkpoint name or None, rows, make, windows per claim)
+        ("no-op function (the runtime alone)", None, regression, lambda: _Noop(), 1),
+        (f"no-op function, windows_per_claim={per_claim}", None, regression, lambda: _Noop(), per_claim),
         ("streamlog OnlineLinearRegression, checkpoint=False", None, regression,
-         lambda: OnlineLinearRegression(FEATURES, "y", checkpoint=False)),
+         lambda: OnlineLinearRegression(FEATURES, "y", checkpoint=False), 1),
         ("streamlog OnlineLinearRegression, checkpoint per window", "OnlineLinearRegression", regression,
-         lambda: OnlineLinearRegression(FEATURES, "y")),
-        ("streamlog OnlineKMeans, checkpoint=False", None, kmeans, lambda: OnlineKMeans(K, AXES, checkpoint=False)),
-        ("streamlog OnlineKMeans, checkpoint per window", "OnlineKMeans", kmeans, lambda: OnlineKMeans(K, AXES)),
+         lambda: OnlineLinearRegression(FEATURES, "y"), 1),
+        (f"streamlog OnlineLinearRegression, {runs}", "OnlineLinearRegression", regression,
+         lambda: OnlineLinearRegression(FEATURES, "y"), per_claim),
+        ("streamlog OnlineKMeans, checkpoint=False", None, kmeans, lambda: OnlineKMeans(K, AXES, checkpoint=False),
+         1),
+        ("streamlog OnlineKMeans, checkpoint per window", "OnlineKMeans", kmeans, lambda: OnlineKMeans(K, AXES), 1),
+        (f"streamlog OnlineKMeans, {runs}", "OnlineKMeans", kmeans, lambda: OnlineKMeans(K, AXES), per_claim),
     ]
     best: dict[str, dict] = {}
     for rep in range(repeat):
-        for i, (label, name, rows, make) in enumerate(cases):
+        for i, (label, name, rows, make, windows_per_claim) in enumerate(cases):
             stream_name = f"e2e.{rep}.{i}"
             stream = streamlog.stream(stream_name, url=url)
             start = time.perf_counter()
@@ -317,7 +324,8 @@ def bench_end_to_end(n: int, url: str, repeat: int = 1) -> list[dict]:
             appended = time.perf_counter() - start
             fn = make()
             start = time.perf_counter()
-            done = streamlog.streaming(stream_name, size=WINDOW, blocking=False, url=url).apply(fn)
+            done = streamlog.streaming(stream_name, size=WINDOW, blocking=False, url=url,
+                                       windows_per_claim=windows_per_claim).apply(fn)
             consumed = time.perf_counter() - start
             saved = stream.model(name) if name else None
             # a count window of 60 needs 60 items: a partial last window stays pending
@@ -331,6 +339,37 @@ def bench_end_to_end(n: int, url: str, repeat: int = 1) -> list[dict]:
               f"checkpoint #{entry['checkpoint_seq']}), appended at {entry['append_items_per_s']:,} items/s",
               flush=True)
     return list(best.values())
+
+
+_TREE_RUN = """
+import inspect, json, sys, tempfile
+tree, items, per_claim = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+sys.path.insert(0, tree + "/scripts")
+import bench_learners as b
+kw = {"per_claim": per_claim} if "per_claim" in inspect.signature(b.bench_end_to_end).parameters else {}
+rows = b.bench_end_to_end(items, f"sqlite:///{tempfile.mkdtemp()}/bench.db", 1, **kw)
+print(json.dumps({r["learner"]: r["items_per_s"] for r in rows}))
+"""
+
+
+def compare_trees(before: str, n: int, reps: int, per_claim: int) -> None:
+    """The end-to-end rows of ``before`` (a checkout) and of this tree, alternating in each
+    of ``reps`` repetitions, each in a fresh process (one run per repetition: a row that
+    is a process's first k-means run also pays scikit-learn's import)."""
+    import statistics
+
+    rates: dict[str, list[int]] = {}
+    for rep in range(reps):
+        for label, tree in (("before", before), ("after", str(ROOT))):
+            done = subprocess.run([sys.executable, "-c", _TREE_RUN, tree, str(n), str(per_claim)],
+                                  capture_output=True, text=True, check=True)
+            for name, rate in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                rates.setdefault(f"{label}: {name}", []).append(rate)
+            print(f"  repetition {rep + 1}, {label} done", flush=True)
+    print(f"\n| end to end, {n:,} items, windows of {WINDOW} | items/s, min / median / max of {reps} |")
+    print("|---|---:|")
+    for name, values in rates.items():
+        print(f"| {name} | {min(values):,} / **{statistics.median(values):,.0f}** / {max(values):,} |")
 
 
 class _Noop:
@@ -448,6 +487,8 @@ How to read it:
 * **End to end**: everything appended first, then one consumer processes all windows
   with `blocking=False`, checkpointing after each; per window that is a claim, the
   learner, a checkpoint and a commit, so the store, not the learner, sets the pace.
+  With `windows_per_claim=N` a claim holds up to N ready windows: one claim, one
+  checkpoint (saved before the commit) and one commit per run of windows.
   The no-op row is the runtime alone (claim, read and decode the 60 items, commit): no
   learner, however cheap its checkpoints, consumes faster than that row.
   (A count window of 60 waits for 60 items: the last 20 items stay pending.)
@@ -459,6 +500,12 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per learner (the best counts)")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end runs through the store")
+    parser.add_argument("--windows-per-claim", type=int, default=16,
+                        help="the end-to-end rows with runs of windows: windows per claim (default 16)")
+    parser.add_argument("--only-e2e", action="store_true", help="only the end-to-end runs (no doc written)")
+    parser.add_argument("--before-tree", metavar="DIR",
+                        help="with --only-e2e: alternate each repetition with the end-to-end rows of the checkout "
+                             "in DIR (its scripts/bench_learners.py, in a subprocess): min / median / max per row")
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "learners.json"))
     parser.add_argument("--doc", default=None,
                         help="markdown file to write (default: docs/benchmarks-learners.md for 200,000 items)")
@@ -469,6 +516,9 @@ def main() -> None:
         write_doc(report, args.doc or str(ROOT / "docs" / "benchmarks-learners.md"))
         return
 
+    if args.before_tree:
+        compare_trees(args.before_tree, args.items, args.repeat, args.windows_per_claim)
+        return
     info = machine()
     print(f"{args.items:,} items in windows of {WINDOW}; {info['nproc']} CPUs, {info['cpu']}", flush=True)
     workdir = tempfile.mkdtemp(prefix="streamlog-bench-learners-")
@@ -476,13 +526,14 @@ def main() -> None:
     try:
         stream = streamlog.stream("bench", url=url)
         results = []
-        print("regression:", flush=True)
-        results += bench_regression(args.items, args.repeat, stream)
-        print("k-means:", flush=True)
-        results += bench_kmeans(args.items, args.repeat, stream)
+        if not args.only_e2e:
+            print("regression:", flush=True)
+            results += bench_regression(args.items, args.repeat, stream)
+            print("k-means:", flush=True)
+            results += bench_kmeans(args.items, args.repeat, stream)
         if not args.skip_e2e:
             print("end to end (embedded SQLite store):", flush=True)
-            results += bench_end_to_end(args.items, url, args.repeat)
+            results += bench_end_to_end(args.items, url, args.repeat, args.windows_per_claim)
     finally:
         streamlog.connect(url).close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -498,7 +549,8 @@ def main() -> None:
     print()
     print(markdown)
     print(f"wrote {out}")
-    doc = args.doc or (str(ROOT / "docs" / "benchmarks-learners.md") if args.items == 200_000 else None)
+    doc = args.doc or (str(ROOT / "docs" / "benchmarks-learners.md")
+                       if args.items == 200_000 and not args.only_e2e else None)
     if doc:
         write_doc(report, doc)
 

@@ -110,9 +110,10 @@ def window_cost(base: str, sizes: list[int], windows: int, reps: int) -> list[di
     return rows
 
 
-def consume_rate(base: str, libraries: dict[str, Path], sizes: list[int], backlog: int, reps: int) -> dict:
+def consume_rate(base: str, libraries: dict[str, Path], sizes: list[int], backlog: int, reps: int,
+                 runs: dict[str, int] | None = None) -> dict:
     """items/s of a non-blocking consumer over a backlog, per window size and library,
-    interleaved within each repetition."""
+    interleaved within each repetition (``runs``: a label's ``windows_per_claim``)."""
     import streamlog
 
     url = database(base)
@@ -126,7 +127,7 @@ def consume_rate(base: str, libraries: dict[str, Path], sizes: list[int], backlo
                     group = f"{label}_{size}_{rep}"
                     stream.group(group, start="earliest")
                     r = result_of(worker({"task": "consume", "url": url, "stream": "drain", "size": size,
-                                          "group": group}, library))
+                                          "group": group, "runs": (runs or {}).get(label)}, library))
                     out.setdefault(f"{label} {size}", []).append(r["rate"])
                     out.setdefault(f"{label} {size} steady", []).append(size * 1000 / r["after_first_ms"])
                     out.setdefault(f"{label} {size} commands", []).append(r["commands"] / max(1, r["windows"]))
@@ -245,9 +246,13 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--delay-ms", type=float, default=1.0, help="added latency each way (the proxy)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: small sizes, one repetition")
+    ap.add_argument("--runs", type=int, metavar="N",
+                    help="only compare windows_per_claim=1 with N on FerretDB v2, direct and through the proxy")
     ap.add_argument("--out", default=str(ROOT / "bench-results" / "bench_mongo.json"))
     args = ap.parse_args(argv)
     results: dict = {"machine": machine_info(), "args": vars(args)}
+    if args.runs:
+        return compare_runs(args, results)
     q = args.quick
     sizes = [1_000, 3_000, 5_000] if q else [1_000, 20_000, 100_000]
     if q:
@@ -286,6 +291,37 @@ def main(argv=None) -> int:
     Path(args.out).write_text(json.dumps(results, indent=1))
     results["sizes"] = sizes
     print(render(results, servers))
+    return 0
+
+
+def compare_runs(args, results: dict) -> int:
+    """``--runs N``: items/s over a backlog of 2,000 (windows of 10) and 10,000 (windows of
+    100) with ``windows_per_claim`` 1 and N, interleaved, on FerretDB v2 directly and with
+    ``--delay-ms`` added each way; commands per window by command monitoring."""
+    labels = {"1": 1, str(args.runs): args.runs}
+    libraries = {label: ROOT for label in labels}
+    host, port = args.v2_url.split("//", 1)[1].rstrip("/").split(":")
+    proxy = DelayProxy((host, int(port)), args.delay_ms / 1000).start()
+    try:
+        for where, base in (("direct", args.v2_url), ("proxy", f"mongodb://127.0.0.1:{proxy.port}")):
+            for size, backlog in ((10, 2_000), (100, 10_000)):
+                log(f"{where}, windows of {size}, backlog {backlog:,}")
+                results[f"{where} {size}"] = consume_rate(base, libraries, [size], backlog, args.reps, labels)
+    finally:
+        proxy.stop()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"| FerretDB v2 | window size | windows_per_claim | items/s, min / median / max of {args.reps} | "
+          "commands per window (median) |")
+    print("|---|---:|---:|---:|---:|")
+    for key, out in results.items():
+        if " " not in key or key.split()[0] not in ("direct", "proxy"):
+            continue
+        where, size = key.split()
+        for label in labels:
+            where_text = "direct" if where == "direct" else f"{args.delay_ms:g} ms each way"
+            print(f"| {where_text} | {size} | {label} | {stats(out[f'{label} {size}'])} | "
+                  f"{median(out[f'{label} {size} commands']):.2f} |")
     return 0
 
 

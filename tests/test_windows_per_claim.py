@@ -94,6 +94,22 @@ def test_a_run_never_waits_for_more_windows(url):
     assert thread_result["n"] == 3
 
 
+def test_runs_with_several_workers_deliver_every_window_once(sqlite_url):
+    src = streamlog.connect(sqlite_url).stream("src")
+    src.extend([{"i": i} for i in range(200)])
+    seen: list[tuple[int, list[int]]] = []
+    lock = threading.Lock()
+
+    def record(window):
+        with lock:
+            seen.append((window.seq, window.offsets))
+
+    n = streamlog.streaming("src", size=10, windows_per_claim=4, workers=2, blocking=False,
+                            url=sqlite_url).apply(record)
+    assert n == 20
+    assert sorted(seen) == [(s, list(range((s - 1) * 10, s * 10))) for s in range(1, 21)]
+
+
 def test_max_windows_caps_a_run(url):
     src = streamlog.connect(url).stream("src")
     src.extend([{"i": i} for i in range(100)])

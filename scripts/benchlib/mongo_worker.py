@@ -25,7 +25,7 @@ def consume(task: dict) -> dict:
     import streamlog
 
     fn = streamlog.streaming(task["stream"], size=task["size"], group=task["group"], url=task["url"],
-                             blocking=False)
+                             blocking=False, **({"windows_per_claim": task["runs"]} if task.get("runs") else {}))
     first = {}
 
     def note(window):

@@ -7,6 +7,10 @@ The same items (benchlib's sensor-like dicts, JSON) go both ways:
   (claim, read, decode, call, commit); Redis: ``XREADGROUP COUNT 100`` + JSON decode of
   each entry + the call + ``XACK`` of the window's ids. Timed from the first read to the
   last acknowledgement; the backlog is written before the clock starts.
+* **batched consume**: the same, reading ahead in bulk on both sides — streamlog with
+  ``windows_per_claim=16`` (one claim and one commit per 16 windows), Redis with
+  ``XREADGROUP COUNT 1600`` and one ``XACK`` per read; the function still gets windows
+  of 100. (A separate group on each side, over the same backlog.)
 * **extend**: ``stream.extend`` of 100 items at a time against ``XADD`` × 100 in one
   pipeline (no MULTI), the same ``n`` items.
 
@@ -34,6 +38,8 @@ import orjson
 from .common import free_port, make_items, median
 
 WINDOW = 100
+#: the batched comparison: streamlog's windows_per_claim, Redis's windows per XREADGROUP (one XACK)
+BATCHED = 16
 #: each repetition alternates the sides this many times (so drift on the machine hits both)
 CHUNKS = 10
 
@@ -91,20 +97,24 @@ def _redis_fill(client, key: str, items: list[dict]) -> float:
     return time.perf_counter() - t0
 
 
-def _redis_consume(client, key: str, n: int) -> float:
-    """Consume the next ``n`` items of the group (created at the first call)."""
-    if not client.exists(f"{key}:group"):
-        client.xgroup_create(key, "bench", id="0")
-        client.set(f"{key}:group", 1)
+def _redis_consume(client, key: str, n: int, windows: int = 1) -> float:
+    """Consume the next ``n`` items of a group (created at the first call): read
+    ``windows`` windows of 100 per ``XREADGROUP``, call the function per window, then one
+    ``XACK`` of every id read (``windows`` > 1: the batched client, group ``bench-N``)."""
+    group = "bench" if windows == 1 else f"bench-{windows}"
+    if not client.exists(f"{key}:{group}"):
+        client.xgroup_create(key, group, id="0")
+        client.set(f"{key}:{group}", 1)
     t0 = time.perf_counter()
     done = 0
     while done < n:
-        reply = client.xreadgroup("bench", "c1", {key: ">"}, count=min(WINDOW, n - done))
+        reply = client.xreadgroup(group, "c1", {key: ">"}, count=min(WINDOW * windows, n - done))
         if not reply:
             break
         entries = reply[0][1]
-        _noop([orjson.loads(fields[b"d"]) for _, fields in entries])
-        client.xack(key, "bench", *[entry_id for entry_id, _ in entries])
+        for lo in range(0, len(entries), WINDOW):
+            _noop([orjson.loads(fields[b"d"]) for _, fields in entries[lo:lo + WINDOW]])
+        client.xack(key, group, *[entry_id for entry_id, _ in entries])
         done += len(entries)
     if done != n:
         raise RuntimeError(f"Redis delivered {done} of {n}")
@@ -121,11 +131,14 @@ def _streamlog_fill(url: str, name: str, items: list[dict]) -> float:
     return time.perf_counter() - t0
 
 
-def _streamlog_consume(url: str, name: str, n: int) -> float:
-    """Consume the next ``n`` items of the group (a multiple of the window size)."""
+def _streamlog_consume(url: str, name: str, n: int, windows: int = 1) -> float:
+    """Consume the next ``n`` items of a group (a multiple of the window size), with
+    ``windows_per_claim=windows`` (> 1: group ``bench-N``)."""
     import streamlog
 
-    sf = streamlog.streaming(name, size=WINDOW, blocking=False, url=url, group="bench", max_windows=n // WINDOW)
+    group = "bench" if windows == 1 else f"bench-{windows}"
+    sf = streamlog.streaming(name, size=WINDOW, blocking=False, url=url, group=group, max_windows=n // WINDOW,
+                             windows_per_claim=windows)
     t0 = time.perf_counter()
     sf.apply(_noop)
     seconds = time.perf_counter() - t0
@@ -179,14 +192,21 @@ def bench_redis(sqlite_dir: str, reps: int, n: int, seed: int, log) -> dict:
                         ("streamlog", lambda url=url: _streamlog_consume(url, "s", chunk))]
             for side, seconds in _interleaved(consumes, len(parts), rep).items():
                 run[f"{side}_consume"] = n / seconds
-            server.client.delete(key, f"{key}:group")
+            batched = [("redis", lambda key=key: _redis_consume(server.client, key, chunk, BATCHED)),
+                       ("streamlog", lambda url=url: _streamlog_consume(url, "s", chunk, BATCHED))]
+            for side, seconds in _interleaved(batched, len(parts), rep).items():
+                run[f"{side}_batched"] = n / seconds
+            server.client.delete(key, f"{key}:bench", f"{key}:bench-{BATCHED}")
             for suffix in ("", "-wal", "-shm", "-claims", "-claims-wal", "-claims-shm"):
                 Path(f"{sqlite_dir}/redis-{key}.db{suffix}").unlink(missing_ok=True)
             run["consume_ratio"] = run["streamlog_consume"] / run["redis_consume"]
+            run["batched_ratio"] = run["streamlog_batched"] / run["redis_batched"]
             run["extend_ratio"] = run["streamlog_extend"] / run["redis_extend"]
             runs.append(run)
             log(f"  redis rep {rep + 1}: consume {run['streamlog_consume']:,.0f} vs {run['redis_consume']:,.0f} "
-                f"items/s ({run['consume_ratio']:.2f}×), extend(100) {run['streamlog_extend']:,.0f} vs "
+                f"items/s ({run['consume_ratio']:.2f}×), {BATCHED} windows per claim / read "
+                f"{run['streamlog_batched']:,.0f} vs {run['redis_batched']:,.0f} ({run['batched_ratio']:.2f}×), "
+                f"extend(100) {run['streamlog_extend']:,.0f} vs "
                 f"{run['redis_extend']:,.0f} ({run['extend_ratio']:.2f}×)")
         version = server.version()
     finally:

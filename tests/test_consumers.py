@@ -271,12 +271,14 @@ def test_a_live_consumer_renews_its_lease_while_its_function_runs(url):
         started.set()
         release.wait(10)
 
-    slow_fn = streamlog.streaming("long", size=1, lease=0.3, url=url, blocking=False)
+    # A 0.6 s lease renewed every 0.2 s: under a full CI run's load a 0.3 s lease let a
+    # renewal (0.1 s apart) slip past its lease once; the assertions are the same.
+    slow_fn = streamlog.streaming("long", size=1, lease=0.6, url=url, blocking=False)
     thread, result = run_in_thread(slow_fn, slow)
     assert started.wait(10)
     stolen = []
-    other = streamlog.streaming("long", size=1, lease=0.3, url=url, blocking=False)
-    deadline = time.monotonic() + 1.5  # five lease lengths: without renewal it would be taken over
+    other = streamlog.streaming("long", size=1, lease=0.6, url=url, blocking=False)
+    deadline = time.monotonic() + 3.0  # five lease lengths: without renewal it would be taken over
     while time.monotonic() < deadline:
         other.apply(stolen.append)
     release.set()

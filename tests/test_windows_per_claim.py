@@ -58,8 +58,8 @@ def test_runs_deliver_the_same_windows_as_single_claims_with_a_claim_per_run(url
     runs = _windows(url, "runs", windows_per_claim=4)
     assert runs == one and [seq for seq, _ in runs] == list(range(1, 10))
     assert [offsets for _, offsets in runs][-1] == list(range(80, 90))
-    # nine ready windows: runs of 4, 4 and 1, each claim record numbered by its last window
-    assert writes == [(4, 4), (8, 4), (9, 1)]
+    # nine ready windows: runs of 4, 4 and 1, each claim record keyed by its first window
+    assert writes == [(1, 4), (5, 4), (9, 1)]
     info = src.info()
     assert info["pending"]["runs"] == 5
     assert (info["groups"]["runs"]["windows"], info["groups"]["runs"]["next_offset"]) == (9, 90)
@@ -68,6 +68,27 @@ def test_runs_deliver_the_same_windows_as_single_claims_with_a_claim_per_run(url
     assert _windows(url, "runs", windows_per_claim=4) == [(10, list(range(90, 100))),
                                                           (11, list(range(100, 110))),
                                                           (12, list(range(110, 120)))]
+
+
+def test_consumers_that_choose_different_runs_on_one_head_never_both_win(url):
+    from streamlog.delivery.cursor import Cursor
+    from streamlog.delivery.groups import ensure_group
+    from streamlog.emitters import CountWindow
+    from streamlog.items import now_ms
+
+    src = streamlog.connect(url).stream("src")
+    src.extend([{"i": i} for i in range(100)])
+    group = ensure_group(src, "g", "earliest")
+    runs = Cursor(src, group, CountWindow(10), lease=30, max_retries=3, windows_per_claim=4, owner="runs")
+    single = Cursor(src, group, CountWindow(10), lease=30, max_retries=3, owner="single")
+    now = now_ms()
+    single.head(now)  # both read the same (empty) chain head ...
+    won = runs.claim(now)
+    assert won is not None and (won.claim.seq, won.claim.windows) == (1, 4)
+    assert single.claim(now) is None  # ... the second insert on it loses, whatever run it chose
+    after = single.claim(now)  # and re-reads the head: the window after the run
+    assert after is not None and (after.claim.seq, after.claim.lo) == (5, 40)
+    assert [w.seq for w in won.windows(src)] == [1, 2, 3, 4]
 
 
 def test_a_run_never_waits_for_more_windows(url):

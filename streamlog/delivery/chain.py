@@ -44,7 +44,8 @@ def new_owner() -> str:
 
 @dataclass(slots=True)
 class Head:
-    """The end of a group's chain: last window ``seq``, its last offset and end time."""
+    """The end of a group's chain: its last window's number (``seq``; the last of a run of
+    count windows), its last offset and end time."""
 
     seq: int
     hi: int
@@ -57,16 +58,15 @@ class Head:
 
     @classmethod
     def of(cls, claim: Claim) -> "Head":
-        return cls(claim.seq, claim.hi, claim.end)
+        return cls(claim.last_seq, claim.hi, claim.end)
 
     def next_claim(self, stream: str, group: str, *, hi: int, count: int, owner: str, lease: int, now: int,
                    start: int | None = None, end: int | None = None, windows: int = 1,
                    state: str = ACTIVE, epoch: int | None = None) -> Claim:
-        """Attempt 1 of the record after this head, covering offsets ``head.hi + 1 … hi``;
-        a run of ``windows`` count windows (no ``start``) is numbered ``head.seq + 1 …
-        head.seq + windows`` and the record carries the last number."""
-        seq = self.seq + (windows if windows > 1 and start is None else 1)
-        return Claim(stream=stream, group=group, seq=seq, attempt=1, lo=self.hi + 1, hi=hi, count=count,
+        """Attempt 1 of the record after this head, covering offsets ``head.hi + 1 … hi``:
+        always at ``head.seq + 1`` — every writer building on this head inserts that same
+        key, so exactly one wins (a run of count windows numbers its windows from there)."""
+        return Claim(stream=stream, group=group, seq=self.seq + 1, attempt=1, lo=self.hi + 1, hi=hi, count=count,
                      start=start, end=end, windows=windows, owner=owner, lease=lease, state=state, created=now,
                      epoch=epoch)
 

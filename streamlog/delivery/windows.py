@@ -3,9 +3,9 @@ function receives — the one place windows are built, keys and history included
 
 A claim becomes one window; for a run of fixed-time windows the first window
 (holding every claimed item) followed by the empty ones; for a run of count windows
-(``windows_per_claim``) that many windows of equal size, numbered one after another. A sliding claim's windows
-show the history (:mod:`streamlog.delivery.history`) followed by the claimed items.
-A key chain's claim (``keyed``) builds windows that carry the key value and the user's
+(``windows_per_claim``) that many windows of equal size, numbered one after another.
+A sliding claim's windows show the history (:mod:`streamlog.delivery.history`)
+followed by the claimed items. A key chain's claim (``keyed``) builds windows that carry the key value and the user's
 group name, and only its non-empty windows are delivered (empty fixed-time windows
 between a key's items and idle-key claims never are).
 """
@@ -79,7 +79,7 @@ class Claimed:
 
     def _count_run(self, stream: "Stream") -> list[Window]:
         """A run of count windows: ``claim.windows`` windows of ``count // windows`` items
-        each, numbered ``first_seq …`` (items trimmed by retention since the claim shorten
+        each, numbered ``seq …`` (items trimmed by retention since the claim shorten
         the last ones; a window left without items is not delivered)."""
         c, b, times = self.claim, self.batch, self.times
         size = c.count // c.windows
@@ -89,7 +89,7 @@ class Claimed:
             if lo >= hi:
                 break
             windows.append(self._window(stream, b.offsets[lo:hi], b.times[lo:hi], b.data[lo:hi],
-                                        times[lo], times[hi - 1], seq=c.first_seq + i))
+                                        times[lo], times[hi - 1], seq=c.seq + i))
         return windows
 
     def _sliding(self, stream: "Stream") -> list[Window]:

@@ -114,8 +114,9 @@ class Claim:
     is the number of consecutive windows it holds: a run of fixed-time windows (with
     ``start``/``end``: the items are the first's, empty ones follow, all numbered
     ``seq``), or a run of count windows of ``count // windows`` items each (without
-    ``start``/``end``: ``consumer(windows_per_claim=)``), numbered :attr:`first_seq` …
-    ``seq`` — the chain's next record is ``seq + 1`` either way.
+    ``start``/``end``: ``consumer(windows_per_claim=)``), numbered ``seq`` …
+    :attr:`last_seq`; the chain's next record is ``last_seq + 1``. A record's key is
+    always its first number, so writers building on one head compete for one key.
 
     ``epoch`` is set on key-discovery records only (:data:`DISCOVERY`): the reset of
     the discovery chain they were built on. :attr:`kind` tells the record kinds apart.
@@ -155,9 +156,9 @@ class Claim:
         return self.windows > 1 and self.start is None
 
     @property
-    def first_seq(self) -> int:
-        """The number of the record's first window (``seq`` but for a run of count windows)."""
-        return self.seq - self.windows + 1 if self.count_run else self.seq
+    def last_seq(self) -> int:
+        """The number of the record's last window (``seq`` but for a run of count windows)."""
+        return self.seq + self.windows - 1 if self.count_run else self.seq
 
 
 @dataclass(slots=True)

@@ -26,17 +26,18 @@ from streamlog.store.base import Store
 pytestmark = pytest.mark.timeout(120)
 
 
-def _claim_writes(store: Store) -> list[tuple[int, int]]:
-    """Spy on ``store``: the (seq, windows) of every claim record it inserts."""
-    writes: list[tuple[int, int]] = []
+def _claim_writes(store: Store) -> list[tuple[int, int, str]]:
+    """Spy on ``store``: the (seq, windows, how) of every claim record it inserts — alone
+    (``claim``) or with the previous record's commit (``commit_and_claim``)."""
+    writes: list[tuple[int, int, str]] = []
     claim, folded = store.claim, store.commit_and_claim
 
     def spy_claim(c):
-        writes.append((c.seq, c.windows))
+        writes.append((c.seq, c.windows, "claim"))
         return claim(c)
 
     def spy_folded(c, next_claim):
-        writes.append((next_claim.seq, next_claim.windows))
+        writes.append((next_claim.seq, next_claim.windows, "commit_and_claim"))
         return folded(c, next_claim)
 
     store.claim, store.commit_and_claim = spy_claim, spy_folded
@@ -58,8 +59,9 @@ def test_runs_deliver_the_same_windows_as_single_claims_with_a_claim_per_run(url
     runs = _windows(url, "runs", windows_per_claim=4)
     assert runs == one and [seq for seq, _ in runs] == list(range(1, 10))
     assert [offsets for _, offsets in runs][-1] == list(range(80, 90))
-    # nine ready windows: runs of 4, 4 and 1, each claim record keyed by its first window
-    assert writes == [(1, 4), (5, 4), (9, 1)]
+    # nine ready windows: runs of 4, 4 and 1, each claim record keyed by its first window;
+    # in a backlog a run's commit claims the next run in the same write
+    assert writes == [(1, 4, "claim"), (5, 4, "commit_and_claim"), (9, 1, "commit_and_claim")]
     info = src.info()
     assert info["pending"]["runs"] == 5
     assert (info["groups"]["runs"]["windows"], info["groups"]["runs"]["next_offset"]) == (9, 90)

@@ -319,7 +319,7 @@ class Cursor(CursorBase):
         emitter's :class:`Waiting`."""
         head = self.head(now)
         c = claimed.claim
-        if head.seq != c.seq or head.hi != c.hi:  # a window taken over, behind the head
+        if head.seq != c.last_seq or head.hi != c.hi:  # a window taken over, behind the head
             return self.commit(claimed), None
         chosen = self._choose(head, now, max_windows)
         if isinstance(chosen, Waiting):

@@ -9,14 +9,17 @@ consumer the same windows again.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
-from helpers import ROOT
+from helpers import ROOT, reaped, run_python, wait_until
 from test_learners import FEATURES, regression_rows
 
 import streamlog
@@ -91,6 +94,49 @@ def test_consumers_that_choose_different_runs_on_one_head_never_both_win(url):
     after = single.claim(now)  # and re-reads the head: the window after the run
     assert after is not None and (after.claim.seq, after.claim.lo) == (5, 40)
     assert [w.seq for w in won.windows(src)] == [1, 2, 3, 4]
+
+
+SHARER = """
+import os, sys, time, streamlog
+name, marker, per_claim = sys.argv[1], sys.argv[2], int(sys.argv[3])
+done = [0]
+
+def consume(window):
+    time.sleep(0.005)
+    done[0] += 1
+    if done[0] == 3:
+        open(marker, "w").close()
+    return [{"o": o, "seq": window.seq, "pid": os.getpid()} for o in window.offsets]
+
+streamlog.streaming(name, size=5, lease=1, windows_per_claim=per_claim, sink="out").apply(consume)
+"""
+
+
+def test_processes_with_different_runs_share_a_group_and_a_sigkill_loses_and_doubles_nothing(url, tmp_path):
+    src = streamlog.connect(url).stream("src")
+    src.extend([{"i": i} for i in range(400)])  # a backlog of 80 windows: runs form at once
+    src.group("default")
+    markers = [str(tmp_path / "single"), str(tmp_path / "runs")]
+    single = run_python(SHARER, url, "src", markers[0], "1")
+    runs = run_python(SHARER, url, "src", markers[1], "8")
+    with reaped(single), reaped(runs):
+        wait_until(lambda: os.path.exists(markers[1]), timeout=30, message="the run-claiming consumer to start")
+        runs.send_signal(signal.SIGKILL)  # mid-run, as like as not: its claim's lease runs out after 1 s
+        runs.wait(10)
+        src.extend([{"i": i} for i in range(400, 500)])
+        wait_until(lambda: not src.info()["pending"]["default"] and not src.store.open_claims("src"),
+                   timeout=60, message="the survivor to take over the killed run and finish")
+        single.send_signal(signal.SIGTERM)
+        assert single.wait(30) == 0
+    out = [r["data"] for r in streamlog.connect(url).get("out").read(0, None)]
+    counts = Counter(r["o"] for r in out)
+    assert set(counts) == set(range(500)) and set(counts.values()) == {1}, sorted(counts.items())
+    # every window number once, each over its own five offsets, whichever process ran it
+    by_seq: dict[int, set[int]] = {}
+    for r in out:
+        by_seq.setdefault(r["seq"], set()).add(r["o"])
+    assert sorted(by_seq) == list(range(1, 101))
+    assert all(offsets == set(range((q - 1) * 5, q * 5)) for q, offsets in by_seq.items())
 
 
 def test_a_run_never_waits_for_more_windows(url):

@@ -247,9 +247,6 @@ class ConsumerOptions:
         for name, value in (("retry_delay", self.retry_delay), ("retry_max_delay", self.retry_max_delay)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 86_400:
                 raise ConsumerError(f"{name} must be a number of seconds >= 0, not {value!r}")
-        per_claim = self.windows_per_claim
-        if isinstance(per_claim, bool) or not isinstance(per_claim, int) or per_claim < 1:
-            raise ConsumerError(f"windows_per_claim must be a positive integer, not {per_claim!r}")
         max_windows = self.max_windows
         if max_windows is not None and (not isinstance(max_windows, int) or max_windows < 1):
             raise ConsumerError(f"max_windows must be a positive integer, not {max_windows!r}")

@@ -184,6 +184,12 @@ class CursorBase:
         return sealed
 
 
+def _one_count_window(decision: Emit, count: int) -> bool:
+    """Whether ``decision`` is one count window of ``count`` items (> 0): what a run of
+    windows (``windows_per_claim``) is made of."""
+    return count > 0 and decision.count == count and decision.start is None and decision.windows == 1
+
+
 class Cursor(CursorBase):
     """One consumer's handle on a group: claims, commits, releases and reclaims windows."""
 
@@ -356,7 +362,7 @@ class Cursor(CursorBase):
         batch, times = pending.take(decision.count)
         if len(batch) < decision.count:
             raise ConsumerError(f"{self.emitter!r} emitted {decision.count} items but only {len(batch)} are pending")
-        if self.windows_per_claim > 1 and decision.count and decision.start is None and decision.windows == 1:
+        if self.windows_per_claim > 1 and _one_count_window(decision, decision.count):
             windows = self._run(pending, decision.count, batch, times, now, max_windows)
         hi = batch.offsets[-1] if decision.count else head.hi
         claim = head.next_claim(self.stream.name, self.group.name, hi=hi, count=len(batch), owner=self.owner,
@@ -374,8 +380,7 @@ class Cursor(CursorBase):
         while windows < limit:
             pending.drop(count)
             decision = self.emitter.select(pending, now)
-            if not (isinstance(decision, Emit) and decision.count == count and decision.start is None
-                    and decision.windows == 1):
+            if not (isinstance(decision, Emit) and _one_count_window(decision, count)):
                 break
             more, more_times = pending.take(count)
             if len(more) < count:

@@ -5,9 +5,9 @@ A claim becomes one window; for a run of fixed-time windows the first window
 (holding every claimed item) followed by the empty ones; for a run of count windows
 (``windows_per_claim``) that many windows of equal size, numbered one after another.
 A sliding claim's windows show the history (:mod:`streamlog.delivery.history`)
-followed by the claimed items. A key chain's claim (``keyed``) builds windows that carry the key value and the user's
-group name, and only its non-empty windows are delivered (empty fixed-time windows
-between a key's items and idle-key claims never are).
+followed by the claimed items. A key chain's claim (``keyed``) builds windows that
+carry the key value and the user's group name, and only its non-empty windows are
+delivered (empty fixed-time windows between a key's items and idle-key claims never are).
 """
 
 from __future__ import annotations
